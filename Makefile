@@ -1,0 +1,41 @@
+# alseg: one-command install, demo, tests and benchmarks. Runtimes are for 2 CPU cores.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+ALSEG   := $(BIN)/alseg
+ACDC_DIR ?= ../shared/data/acdc
+TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train acdc-quick acdc-paper clean
+
+install: $(BIN)/alseg  ## create .venv and install alseg (editable) with test extras (~3 min)
+
+$(BIN)/alseg: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/pip install -q $(TORCH_PKGS) || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/alseg
+
+test: install  ## the default test suite (~10 min on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-all: install  ## every test, slow ones included
+	$(BIN)/python -m pytest -q -m ""
+
+demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) -> table (a few minutes)
+	bash examples/demo.sh
+
+bench: bench-select bench-pretrain bench-train
+
+bench-select: install
+	$(BIN)/python benchmarks/bench_select.py
+
+bench-pretrain: install
+	$(BIN)/python benchmarks/bench_pretrain.py
+
+bench-train: install
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf demo out .pytest_cache

@@ -1,0 +1,54 @@
+"""The ``alseg`` command: one small module per subcommand, all work in the library."""
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, train_seg
+from .common import STATE
+
+app = typer.Typer(
+    name="alseg",
+    help="Active learning for 3D medical image segmentation: choose which 2D slices to annotate next.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+COMMANDS = {
+    "prep": (prep.command, "Turn volumes on disk (NIfTI, MHA, DICOM, HDF5, frames) into a dataset store."),
+    "pretrain": (pretrain.command, "Train a group-contrastive (GCL) ResNet-18 encoder on a dataset store."),
+    "embed": (embed.command, "Embed every slice with an encoder, or import external embeddings."),
+    "select": (select.command, "Choose the next slices to annotate with an acquisition method."),
+    "train-seg": (train_seg.command, "Train a segmentation model (UNet on masks, DMPLS on scribbles)."),
+    "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),
+    "bootstrap": (bootstrap.command, "Bootstrap error bars, tables and plots over seeds and methods."),
+    "loop": (loop.command, "Run whole active-learning experiments: rounds x methods x seeds."),
+}
+for _name, (_fn, _help) in COMMANDS.items():
+    app.command(_name, help=(_fn.__doc__ or _help), short_help=_help)(_fn)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"alseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+):
+    """Active learning for 3D medical image segmentation."""
+    STATE["debug"] = debug
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

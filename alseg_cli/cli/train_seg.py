@@ -1,0 +1,10 @@
+"""`alseg train-seg` (not built yet)."""
+from __future__ import annotations
+
+import typer
+
+from .common import not_available
+
+
+def command(ctx: typer.Context = None):
+    not_available("train-seg")

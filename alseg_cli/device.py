@@ -1,0 +1,37 @@
+"""Device choice and seeded generators (never global random state)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import AlsegError
+
+
+def resolve_device(device: str = "auto"):
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AlsegError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def torch_generator(seed: int, device="cpu"):
+    import torch
+
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def seed_everything(seed: int) -> None:
+    """For torch layers whose init uses the global generator (nn.Module constructors)."""
+    import torch
+
+    torch.manual_seed(int(seed))

@@ -1,0 +1,298 @@
+"""Zarr v3 layouts: the dataset store and the embeddings store.
+
+Dataset store (``attrs.format == "alseg.dataset"``):
+    images    (N, C, H, W) float32, one slice per chunk
+    masks     (N, H, W) uint8          (when the source has masks)
+    scribbles (N, H, W) uint8          (when the source has scribbles)
+    slice_id, patient, volume, split   (N,) strings; z (N,) int32
+    native/<k>/mask                    per volume k, native-resolution mask (Z, H0, W0)
+    attrs: format, version, num_classes, classes, unannotated, channels, size,
+           volumes (list of {name, patient, shape, spacing, affine, source, native}),
+           source, preprocessing, content_hash
+Embeddings store (``attrs.format == "alseg.embeddings"``):
+    vectors (N, D) float32 or float16; slice_id (N,) strings; attrs: encoder, dataset.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import zarr
+
+from .atomic import atomic_path
+from .errors import AlsegError
+from .manifest import hash_tree
+
+DATASET_FORMAT = "alseg.dataset"
+EMBEDDINGS_FORMAT = "alseg.embeddings"
+STORE_VERSION = 1
+
+
+@dataclass
+class Volume:
+    """One 3D volume with the slice axis first, at native in-plane resolution."""
+
+    name: str
+    patient: str
+    image: np.ndarray                      # (Z, C, H, W) float32, normalised
+    mask: Optional[np.ndarray] = None      # (Z, H, W) uint8
+    scribble: Optional[np.ndarray] = None  # (Z, H, W) uint8
+    spacing: Optional[Sequence[float]] = None  # (z, y, x) in mm, None when unknown
+    affine: Optional[np.ndarray] = None    # 4x4 of the source file, when known
+    source: str = ""
+    meta: Dict = field(default_factory=dict)  # e.g. slice_axis used, for native reconstruction
+
+
+def _strings(group, name: str, values: Sequence[str]) -> None:
+    arr = group.create_array(name, shape=(len(values),), dtype=str, chunks=(max(1, len(values)),))
+    if len(values):
+        arr[:] = np.asarray(values, dtype=object).astype(str)
+
+
+def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, str],
+                  attrs: Dict, force: bool = False, on_volume=None) -> Dict:
+    """Resize every volume's slices to ``size`` and write the dataset store atomically.
+
+    ``split`` maps patient -> split name. ``attrs`` adds num_classes, unannotated, source,
+    preprocessing. Returns the store's attributes. ``on_volume(volume)`` is called after
+    each volume (progress bars).
+    """
+    from .data.resize import resize_images, resize_labels
+
+    images, masks, scribbles = [], [], []
+    ids, patients, vols, zs, splits, vol_meta = [], [], [], [], [], []
+    with atomic_path(path, force=force) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        native = root.create_group("native")
+        for k, vol in enumerate(volumes):
+            z = vol.image.shape[0]
+            images.append(resize_images(vol.image, size))
+            if vol.mask is not None:
+                masks.append(resize_labels(vol.mask, size))
+                native.create_group(str(k)).create_array(
+                    "mask", data=np.ascontiguousarray(vol.mask, dtype=np.uint8),
+                    chunks=(1,) + vol.mask.shape[1:])
+            if vol.scribble is not None:
+                scribbles.append(resize_labels(vol.scribble, size))
+            ids += [f"{vol.name}:{i:03d}" for i in range(z)]
+            patients += [vol.patient] * z
+            vols += [vol.name] * z
+            zs += list(range(z))
+            splits += [split.get(vol.patient, "train")] * z
+            vol_meta.append({
+                "name": vol.name, "patient": vol.patient, "index": k,
+                "shape": [int(s) for s in vol.image.shape[:1] + vol.image.shape[2:]],
+                "spacing": None if vol.spacing is None else [float(s) for s in vol.spacing],
+                "affine": None if vol.affine is None else np.asarray(vol.affine).tolist(),
+                "source": vol.source, "native": vol.mask is not None, **vol.meta,
+            })
+            if on_volume:
+                on_volume(vol)
+        if not images:
+            raise AlsegError("no volumes to write: the source is empty")
+        n_vol = len(vol_meta)
+        if masks and len(masks) != n_vol:
+            raise AlsegError("some volumes have masks and others do not; pass only labelled volumes")
+        if scribbles and len(scribbles) != n_vol:
+            raise AlsegError("some volumes have scribbles and others do not")
+        img = np.concatenate(images)
+        c = img.shape[1]
+        root.create_array("images", data=img, chunks=(1, c, size, size))
+        if masks:
+            root.create_array("masks", data=np.concatenate(masks), chunks=(1, size, size))
+        if scribbles:
+            root.create_array("scribbles", data=np.concatenate(scribbles), chunks=(1, size, size))
+        for name, values in (("slice_id", ids), ("patient", patients), ("volume", vols), ("split", splits)):
+            _strings(root, name, values)
+        root.create_array("z", data=np.asarray(zs, dtype=np.int32), chunks=(len(zs),))
+        meta = {
+            "format": DATASET_FORMAT, "version": STORE_VERSION,
+            "channels": int(c), "size": int(size), "num_slices": int(img.shape[0]),
+            "volumes": vol_meta, "has_masks": bool(masks), "has_scribbles": bool(scribbles),
+            "splits": {s: int(sum(1 for x in splits if x == s)) for s in sorted(set(splits))},
+            **attrs,
+        }
+        root.attrs.update(meta)
+        meta["content_hash"] = hash_tree(tmp, skip={"zarr.json"})
+        root.attrs["content_hash"] = meta["content_hash"]
+    return meta
+
+
+def read_strings(arr) -> np.ndarray:
+    """A zarr string array as a numpy unicode array."""
+    return np.array(arr[:].tolist(), dtype=str)
+
+
+def _open_group(path, fmt: str):
+    path = Path(path)
+    if not path.exists():
+        raise AlsegError(f"{path}: no such store")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for non-stores
+        raise AlsegError(f"{path}: not a zarr store ({exc.__class__.__name__})") from None
+    attrs = dict(root.attrs)
+    if attrs.get("format") != fmt:
+        raise AlsegError(f"{path}: not an {fmt} store (format {attrs.get('format')!r})")
+    if attrs.get("version") != STORE_VERSION:
+        raise AlsegError(f"{path}: {fmt} version {attrs.get('version')} is not supported "
+                         f"(this alseg reads version {STORE_VERSION})")
+    return root, attrs
+
+
+class DatasetStore:
+    """Read access to a dataset store; per-slice metadata is loaded once, arrays lazily."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.root, self.attrs = _open_group(path, DATASET_FORMAT)
+
+    # per-slice metadata
+    @cached_property
+    def slice_ids(self) -> np.ndarray:
+        return read_strings(self.root["slice_id"])
+
+    @cached_property
+    def patients(self) -> np.ndarray:
+        return read_strings(self.root["patient"])
+
+    @cached_property
+    def volumes(self) -> np.ndarray:
+        return read_strings(self.root["volume"])
+
+    @cached_property
+    def split(self) -> np.ndarray:
+        return read_strings(self.root["split"])
+
+    @cached_property
+    def z(self) -> np.ndarray:
+        return self.root["z"][:]
+
+    @cached_property
+    def index_of(self) -> Dict[str, int]:
+        return {s: i for i, s in enumerate(self.slice_ids)}
+
+    def __len__(self) -> int:
+        return int(self.attrs["num_slices"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.attrs.get("num_classes", 0))
+
+    @property
+    def size(self) -> int:
+        return int(self.attrs["size"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.attrs["channels"])
+
+    @property
+    def unannotated(self) -> Optional[int]:
+        return self.attrs.get("unannotated")
+
+    @property
+    def has_masks(self) -> bool:
+        return "masks" in self.root
+
+    @property
+    def has_scribbles(self) -> bool:
+        return "scribbles" in self.root
+
+    def indices(self, split: Optional[str] = None) -> np.ndarray:
+        """Slice indices of a split (all slices when None); an absent split is an error."""
+        if split is None:
+            return np.arange(len(self))
+        idx = np.flatnonzero(self.split == split)
+        if idx.size == 0:
+            have = ", ".join(sorted(set(self.split.tolist())))
+            raise AlsegError(f"{self.path}: split {split!r} has no slices (splits: {have})")
+        return idx
+
+    def ids_to_indices(self, ids: Iterable[str]) -> np.ndarray:
+        ids = list(ids)
+        missing = [s for s in ids if s not in self.index_of]
+        if missing:
+            raise AlsegError(f"{len(missing)} slice id(s) are not in {self.path}, e.g. {missing[0]!r}")
+        return np.asarray([self.index_of[s] for s in ids], dtype=np.int64)
+
+    # arrays
+    def images(self, idx=None) -> np.ndarray:
+        return self.root["images"][:] if idx is None else self.root["images"].get_orthogonal_selection(
+            (np.asarray(idx),))
+
+    def masks(self, idx=None) -> np.ndarray:
+        if not self.has_masks:
+            raise AlsegError(f"{self.path} has no masks")
+        arr = self.root["masks"]
+        return arr[:] if idx is None else arr.get_orthogonal_selection((np.asarray(idx),))
+
+    def scribbles(self, idx=None) -> np.ndarray:
+        if not self.has_scribbles:
+            raise AlsegError(f"{self.path} has no scribbles; prep a source with scribbles "
+                             f"or use --supervision full")
+        arr = self.root["scribbles"]
+        return arr[:] if idx is None else arr.get_orthogonal_selection((np.asarray(idx),))
+
+    # per volume
+    @property
+    def volume_info(self) -> List[Dict]:
+        return self.attrs["volumes"]
+
+    def native_mask(self, volume_index: int) -> np.ndarray:
+        return self.root[f"native/{volume_index}/mask"][:]
+
+    def volume_slices(self, name: str) -> np.ndarray:
+        """Indices of a volume's slices ordered by z."""
+        idx = np.flatnonzero(self.volumes == name)
+        return idx[np.argsort(self.z[idx], kind="stable")]
+
+
+def write_embeddings(path, vectors: np.ndarray, slice_ids: Sequence[str], attrs: Dict,
+                     force: bool = False) -> Dict:
+    """Write an embeddings store atomically (vectors float32 or float16)."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] != len(slice_ids):
+        raise AlsegError(f"embeddings must be (N, D) with one row per slice id; got {vectors.shape} "
+                         f"for {len(slice_ids)} ids")
+    if vectors.dtype not in (np.float16, np.float32):
+        vectors = vectors.astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise AlsegError("embeddings contain NaN or inf values")
+    with atomic_path(path, force=force) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        rows = max(1, min(len(vectors), (1 << 24) // max(1, vectors.shape[1] * vectors.itemsize)))
+        root.create_array("vectors", data=vectors, chunks=(rows, vectors.shape[1]))
+        _strings(root, "slice_id", list(slice_ids))
+        meta = {"format": EMBEDDINGS_FORMAT, "version": STORE_VERSION,
+                "num": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
+                "dtype": str(vectors.dtype), **attrs}
+        root.attrs.update(meta)
+        meta["content_hash"] = hash_tree(tmp, skip={"zarr.json"})
+        root.attrs["content_hash"] = meta["content_hash"]
+    return meta
+
+
+class EmbeddingsStore:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.root, self.attrs = _open_group(path, EMBEDDINGS_FORMAT)
+
+    @cached_property
+    def slice_ids(self) -> np.ndarray:
+        return read_strings(self.root["slice_id"])
+
+    def vectors(self) -> np.ndarray:
+        return self.root["vectors"][:]
+
+
+def store_kind(path) -> Optional[str]:
+    """The ``format`` stamp of a zarr store, or None."""
+    meta = Path(path) / "zarr.json"
+    if not meta.exists():
+        return None
+    return json.loads(meta.read_text()).get("attributes", {}).get("format")
