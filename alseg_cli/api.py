@@ -1,0 +1,46 @@
+"""The library entry points, one per subcommand; the CLI is a thin layer over these.
+
+Each returns the manifest it wrote (a dict). Imports are lazy so that importing this
+module is cheap.
+"""
+from __future__ import annotations
+
+
+def prep(source, out, **options):
+    from .prep import run_prep
+    return run_prep(source, out, **options)
+
+
+def pretrain(dataset, out, **options):
+    from .encoders.pretrain import pretrain as _pretrain
+    return _pretrain(dataset, out, **options)
+
+
+def embed(dataset, out, **options):
+    from .encoders.embed import embed as _embed
+    return _embed(dataset, out, **options)
+
+
+def select(**options):
+    from .acquisition.select import select as _select
+    return _select(**options)
+
+
+def train_seg(dataset, labels, out, **options):
+    from .segmentation.train import train_seg as _train_seg
+    return _train_seg(dataset, labels, out, **options)
+
+
+def evaluate(dataset, model, out=None, **options):
+    from .segmentation.evaluate import evaluate as _evaluate
+    return _evaluate(dataset, model, out, **options)
+
+
+def bootstrap(sources, out=None, **options):
+    from .metrics.report import bootstrap_report
+    return bootstrap_report(sources, out, **options)
+
+
+def run_loop(out, **options):
+    from .experiment.loop import run_loop as _run_loop
+    return _run_loop(out, **options)
