@@ -1,0 +1,178 @@
+"""Exact, chunked k-center greedy (Sener & Savarese 2018; method.md section 3).
+
+Greedy 2-approximation of the covering radius: labelled points are the initial centres;
+each step adds the point farthest from its nearest centre. ``min_d`` (N,) holds every
+point's squared distance to its nearest centre, so memory is O(N d): the N x d vectors
+plus O(N) state plus one (chunk x d) temporary. No N x N or k x N matrix is ever built.
+
+Exactness: each step computes ``((x - c) ** 2).sum`` in float32 (never the cancellation-
+prone ||x||^2 - 2 x.c + ||c||^2), so picks match a float64 greedy up to genuine ties.
+Ties break to the lowest index (``torch.argmax`` returns the first maximum on CPU and CUDA).
+On CUDA the loop never synchronises with the host: the running argmax stays on the device
+and picked indices are fetched in blocks.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import AlsegError
+
+# Rows per chunk: small on CPU so the (chunk x d) temporary stays in cache (the step is
+# then memory-bound on reading x once); large on GPU to amortise kernel launches.
+CPU_CHUNK_BYTES = 1 << 21
+GPU_CHUNK_BYTES = 1 << 28
+FETCH_BLOCK = 256          # picks fetched from the GPU at a time
+LABELED_BLOCK = 2048       # labelled centres per block when initialising min_d
+
+
+def default_chunk_rows(dim: int, device_type: str) -> int:
+    target = GPU_CHUNK_BYTES if device_type == "cuda" else CPU_CHUNK_BYTES
+    return max(1, target // (4 * max(1, dim)))
+
+
+def _as_tensor(vectors, device):
+    import torch
+
+    if isinstance(vectors, torch.Tensor):
+        x = vectors.detach()
+    else:
+        arr = np.asarray(vectors)
+        if arr.dtype == np.float64 or not np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        x = x.to(torch.float32)
+    return x.to(device)
+
+
+def _check_finite(x, chunk: int) -> None:
+    import torch
+
+    for start in range(0, x.shape[0], chunk):
+        if not bool(torch.isfinite(x[start:start + chunk]).all()):
+            raise AlsegError("embeddings contain NaN or inf values; recompute or clean them")
+
+
+def _sqdist_to(x, c, chunk: int, out):
+    """out[i] = ||x_i - c||^2 in float32, chunk by chunk (c is float32, shape (d,))."""
+    for start in range(0, x.shape[0], chunk):
+        diff = x[start:start + chunk].float() - c
+        out[start:start + chunk] = (diff * diff).sum(dim=1)
+    return out
+
+
+def _add_centre(x, idx, min_d, buf, chunk: int) -> None:
+    """Update nearest-centre distances with the new centre x[idx] (idx: 1-element tensor)."""
+    import torch
+
+    c = x.index_select(0, idx)[0].float()
+    _sqdist_to(x, c, chunk, buf)
+    torch.minimum(min_d, buf, out=min_d)
+    min_d.index_fill_(0, idx, -1.0)
+
+
+def init_min_distances(x, centres, chunk: int):
+    """Squared distance of every point to its nearest centre (centres: index tensor).
+
+    The nearest centre is found blockwise with matrix products (fast, float32), then
+    its distance is recomputed exactly as ((x - c)^2).sum, so min_d carries no
+    cancellation error; the only approximation is which of two nearly equidistant
+    centres is called nearest, which cannot change the distance beyond rounding.
+    """
+    import torch
+
+    n = x.shape[0]
+    dev = x.device
+    min_d = torch.full((n,), float("inf"), dtype=torch.float32, device=dev)
+    if centres.numel() == 0:
+        return min_d
+    best_val = torch.full((n,), float("inf"), dtype=torch.float32, device=dev)
+    best_idx = torch.zeros(n, dtype=torch.long, device=dev)
+    rows = max(1, min(chunk, (1 << 24) // LABELED_BLOCK))
+    for cs in range(0, centres.numel(), LABELED_BLOCK):
+        cidx = centres[cs:cs + LABELED_BLOCK]
+        c = x[cidx].float()
+        cn = (c * c).sum(1)
+        for start in range(0, n, rows):
+            xs = x[start:start + rows].float()
+            d = (xs * xs).sum(1, keepdim=True) - 2.0 * (xs @ c.T) + cn[None, :]
+            val, arg = d.min(dim=1)
+            better = val < best_val[start:start + rows]
+            best_val[start:start + rows] = torch.where(better, val, best_val[start:start + rows])
+            best_idx[start:start + rows] = torch.where(better, cidx[arg], best_idx[start:start + rows])
+    for start in range(0, n, chunk):
+        diff = x[start:start + chunk].float() - x[best_idx[start:start + chunk]].float()
+        min_d[start:start + chunk] = (diff * diff).sum(1)
+    return min_d
+
+
+def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None, seed: int = 0,
+                   device="auto", chunk_size: Optional[int] = None, check: bool = True) -> list:
+    """Pick ``budget`` new indices by k-center greedy; returns them in selection order.
+
+    ``vectors`` (N, d) numpy array or torch tensor (float32/float16/bfloat16; float64 is
+    cast to float32); ``labeled`` indices are the initial centres; with none, the first
+    centre is drawn with ``np.random.default_rng(seed)`` and counts towards the budget.
+    ``chunk_size`` rows per chunk (any value gives the same picks).
+    """
+    import torch
+
+    from ..device import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    x = _as_tensor(vectors, dev)
+    if x.ndim != 2:
+        raise AlsegError(f"embeddings must be a 2-D (N, d) array, got shape {tuple(x.shape)}")
+    n = int(x.shape[0])
+    chunk = int(chunk_size) if chunk_size else default_chunk_rows(int(x.shape[1]), dev.type)
+    if chunk < 1:
+        raise AlsegError(f"chunk_size must be positive, got {chunk_size}")
+    if check:
+        _check_finite(x, chunk)
+    lab = np.unique(np.asarray([] if labeled is None else list(labeled), dtype=np.int64))
+    if lab.size and (lab[0] < 0 or lab[-1] >= n):
+        raise AlsegError(f"labelled index out of range 0..{n - 1}")
+    budget = int(budget)
+    if budget < 0 or budget > n - lab.size:
+        raise AlsegError(f"budget {budget} is impossible: {n - lab.size} unlabelled points of {n}")
+    if budget == 0:
+        return []
+
+    picks = torch.empty(budget, dtype=torch.long, device=dev)
+    start_step = 0
+    lab_t = torch.from_numpy(lab).to(dev)
+    with torch.no_grad():
+        min_d = init_min_distances(x, lab_t, chunk)
+        buf = torch.empty(n, dtype=torch.float32, device=dev)
+        if lab.size:
+            min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
+        else:
+            first = torch.tensor([int(np.random.default_rng(seed).integers(n))], device=dev)
+            _add_centre(x, first, min_d, buf, chunk)
+            picks[0:1].copy_(first)
+            start_step = 1
+        for step in range(start_step, budget):
+            idx = torch.argmax(min_d).view(1)   # stays on the device: no host sync per step
+            picks[step:step + 1].copy_(idx)
+            _add_centre(x, idx, min_d, buf, chunk)
+    out = []
+    for s in range(0, budget, FETCH_BLOCK):
+        out.extend(int(i) for i in picks[s:s + FETCH_BLOCK].cpu().tolist())
+    return out
+
+
+def covering_radius(vectors, centres: Sequence[int], chunk_size: int = 4096) -> float:
+    """max over points of the distance to the nearest centre (float64, for checks/benchmarks)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    c = x[np.asarray(list(centres), dtype=np.int64)]
+    xn = (x * x).sum(1)
+    best = np.full(x.shape[0], np.inf)
+    for start in range(0, c.shape[0], 256):
+        cc = c[start:start + 256]
+        cn = (cc * cc).sum(1)
+        for r in range(0, x.shape[0], chunk_size):
+            d = xn[r:r + chunk_size, None] - 2.0 * (x[r:r + chunk_size] @ cc.T) + cn[None, :]
+            best[r:r + chunk_size] = np.minimum(best[r:r + chunk_size], d.min(1))
+    return float(np.sqrt(max(0.0, best.max())))

@@ -1,0 +1,99 @@
+"""k-center greedy kernel against a literal float64 greedy."""
+import numpy as np
+import pytest
+import torch
+
+from alseg_cli import kcenter_greedy
+from alseg_cli.acquisition.kcenter import covering_radius
+from alseg_cli.errors import AlsegError
+
+
+def brute_greedy(x, budget, labeled=(), seed=0):
+    """The textbook algorithm in float64: full distance recomputation, first max on ties."""
+    x = np.asarray(x, dtype=np.float64)
+    centres = list(labeled)
+    picks = []
+    if not centres:
+        first = int(np.random.default_rng(seed).integers(len(x)))
+        picks.append(first)
+        centres.append(first)
+    while len(picks) < budget:
+        d = np.sqrt(((x[:, None, :] - x[None, centres, :]) ** 2).sum(-1)).min(1)
+        d[centres] = -1.0
+        nxt = int(np.argmax(d))
+        picks.append(nxt)
+        centres.append(nxt)
+    return picks
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_float64_bruteforce(seed):
+    x = np.random.default_rng(seed).normal(size=(300, 16)).astype(np.float32)
+    assert kcenter_greedy(x, 25, seed=seed, device="cpu") == brute_greedy(x, 25, seed=seed)
+
+
+def test_matches_with_labelled_and_offset_data():
+    # a large common offset makes ||x||^2 - 2x.c + ||c||^2 cancel badly; the kernel must not care
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(400, 32)) + 50.0).astype(np.float32)
+    lab = [3, 17, 250, 399]
+    got = kcenter_greedy(x, 30, labeled=lab, device="cpu", chunk_size=64)
+    assert got == brute_greedy(x, 30, labeled=lab)
+    assert not set(got) & set(lab)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1000])
+def test_chunking_invariance(chunk):
+    x = np.random.default_rng(1).normal(size=(257, 8)).astype(np.float32)
+    ref = kcenter_greedy(x, 20, labeled=[0, 5], device="cpu", chunk_size=10_000)
+    assert kcenter_greedy(x, 20, labeled=[0, 5], device="cpu", chunk_size=chunk) == ref
+
+
+def test_half_precision_inputs_accumulate_in_float32():
+    x = np.random.default_rng(2).normal(size=(200, 24)).astype(np.float16)
+    ref = brute_greedy(x.astype(np.float64), 15, seed=4)
+    assert kcenter_greedy(x, 15, seed=4, device="cpu") == ref
+    xb = torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16)
+    ref_b = brute_greedy(xb.float().numpy(), 15, seed=4)
+    assert kcenter_greedy(xb, 15, seed=4, device="cpu") == ref_b
+
+
+def test_ties_break_to_lowest_index_and_duplicates_are_never_repicked():
+    # four identical points and two far ones; after the far ones all distances are 0
+    x = np.array([[0, 0]] * 4 + [[10, 0], [0, 10]], dtype=np.float32)
+    picks = kcenter_greedy(x, 5, labeled=[0], device="cpu")
+    assert picks == [4, 5, 1, 2, 3]
+    # equal distances: the lowest index wins
+    sq = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.float32)
+    assert kcenter_greedy(sq, 1, labeled=[0], device="cpu") == [1]
+
+
+def test_determinism_and_seed():
+    x = np.random.default_rng(3).normal(size=(150, 4)).astype(np.float32)
+    a = kcenter_greedy(x, 10, seed=7, device="cpu")
+    assert a == kcenter_greedy(x, 10, seed=7, device="cpu")
+    assert a[0] == int(np.random.default_rng(7).integers(150))
+    assert len(set(a)) == 10
+
+
+def test_greedy_radius_is_within_factor_two_of_random_sets():
+    x = np.random.default_rng(4).normal(size=(500, 3)).astype(np.float32)
+    picks = kcenter_greedy(x, 20, device="cpu")
+    r = covering_radius(x, picks)
+    # greedy radius equals the distance of the point it would pick next
+    nxt = kcenter_greedy(x, 21, device="cpu")[-1]
+    d = np.sqrt(((x[picks].astype(np.float64) - x[nxt]) ** 2).sum(1)).min()
+    assert r == pytest.approx(d, rel=1e-6)
+
+
+def test_bad_inputs():
+    x = np.zeros((10, 3), np.float32)
+    x[4, 1] = np.nan
+    with pytest.raises(AlsegError, match="NaN"):
+        kcenter_greedy(x, 2, device="cpu")
+    ok = np.zeros((10, 3), np.float32)
+    with pytest.raises(AlsegError, match="budget"):
+        kcenter_greedy(ok, 9, labeled=[0, 1], device="cpu")
+    with pytest.raises(AlsegError, match="out of range"):
+        kcenter_greedy(ok, 1, labeled=[10], device="cpu")
+    assert kcenter_greedy(ok, 0, device="cpu") == []
