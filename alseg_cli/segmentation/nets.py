@@ -1,0 +1,183 @@
+"""Segmentation networks: UNet (full masks), DMPLS UNet (two decoders), UNet with a ResNet-50 encoder.
+
+The UNet follows the WSL4MIS reference used by the paper: encoder channels
+base x (1, 2, 4, 8, 16) = 16/32/64/128/256 with dropout 0.05/0.1/0.2/0.3/0.5 in the
+encoder blocks, bilinear-upsampling decoder without dropout. Dropout layers are
+``nn.Dropout`` modules so MC-dropout can switch exactly them on.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import AlsegError
+from ..registry import Registry
+
+NETWORKS = Registry("segmentation network")
+DROPOUTS = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+class ConvBlock(nn.Module):
+    """conv3x3-BN-LeakyReLU, dropout, conv3x3-BN-LeakyReLU."""
+
+    def __init__(self, cin: int, cout: int, p: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(),
+            nn.Dropout(p),
+            nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU())
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, base: int):
+        super().__init__()
+        ch = [base * m for m in (1, 2, 4, 8, 16)]
+        self.channels = ch
+        self.blocks = nn.ModuleList([ConvBlock(in_channels, ch[0], DROPOUTS[0])] +
+                                    [ConvBlock(ch[i - 1], ch[i], DROPOUTS[i]) for i in range(1, 5)])
+
+    def forward(self, x) -> List[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            feats.append(x)
+        return feats
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cdeep: int, cskip: int, cout: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(cdeep, cskip, 1)
+        self.conv = ConvBlock(2 * cskip, cout, 0.0)
+
+    def forward(self, deep, skip):
+        deep = F.interpolate(self.reduce(deep), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([skip, deep], dim=1))
+
+
+class Decoder(nn.Module):
+    def __init__(self, ch: List[int], num_classes: int):
+        super().__init__()
+        self.ups = nn.ModuleList([UpBlock(ch[i + 1], ch[i], ch[i])
+                                  for i in reversed(range(len(ch) - 1))])
+        self.head = nn.Conv2d(ch[0], num_classes, 3, padding=1)
+
+    def forward(self, feats):
+        x = feats[-1]
+        for up, skip in zip(self.ups, reversed(feats[:-1])):
+            x = up(x, skip)
+        return self.head(x)
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16):
+        super().__init__()
+        self.encoder = Encoder(in_channels, base_channels)
+        self.decoder = Decoder(self.encoder.channels, num_classes)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+class DMPLSUNet(UNet):
+    """Shared encoder, main decoder, auxiliary decoder fed feature dropout (p 0.5).
+
+    ``forward`` returns the main decoder's logits (prediction, evaluation);
+    ``forward_both`` returns (main, auxiliary) for the DMPLS loss.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, feature_dropout: float = 0.5):
+        super().__init__(in_channels, num_classes, base_channels)
+        self.aux_decoder = Decoder(self.encoder.channels, num_classes)
+        self.feature_dropout = nn.Dropout(feature_dropout)
+
+    def forward_both(self, x):
+        feats = self.encoder(x)
+        return self.decoder(feats), self.aux_decoder([self.feature_dropout(f) for f in feats])
+
+
+class ResNet50UNet(nn.Module):
+    """torchvision ResNet-50 encoder (1-channel stem when needed) with a UNet decoder."""
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, backbone_weights=None):
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet50(weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        if backbone_weights:
+            load_backbone(net, backbone_weights, in_channels)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.pool = net.maxpool
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.bottleneck_dropout = nn.Dropout(0.5)  # keeps MC-dropout meaningful
+        ch = [64, 256, 512, 1024, 2048]
+        self.decoder = Decoder(ch, num_classes)
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        f0 = self.stem(x)
+        feats = [f0]
+        y = self.pool(f0)
+        for layer in self.layers:
+            y = layer(y)
+            feats.append(y)
+        feats[-1] = self.bottleneck_dropout(feats[-1])
+        out = self.decoder(feats)
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+
+def load_backbone(net: nn.Module, path, in_channels: int) -> None:
+    """Load a torchvision-style ResNet-50 state dict from a local file (no download ever)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise AlsegError(f"--backbone-weights {path}: file not found; pass a local ResNet-50 state dict (.pt/.pth)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AlsegError(f"--backbone-weights {path}: not a torch state dict ({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
+             if not k.startswith("fc.")}
+    w = state.get("conv1.weight")
+    if w is not None and w.shape[1] != in_channels:
+        # a 3-channel ImageNet stem on grey images: sum over colour channels keeps the response
+        state["conv1.weight"] = w.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise AlsegError(f"--backbone-weights {path}: not a ResNet-50 state dict "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+
+
+@NETWORKS.register("unet", "UNet, 0.5*(CE+Dice) on full masks", supervision="full")
+def build_unet(in_channels, num_classes, base_channels=16, **_):
+    return UNet(in_channels, num_classes, base_channels)
+
+
+@NETWORKS.register("dmpls", "UNet with auxiliary decoder; pCE on scribbles + mixed pseudo-labels",
+                   supervision="scribble")
+def build_dmpls(in_channels, num_classes, base_channels=16, **_):
+    return DMPLSUNet(in_channels, num_classes, base_channels)
+
+
+@NETWORKS.register("unet-resnet50", "UNet decoder on a ResNet-50 encoder (--backbone-weights FILE)",
+                   supervision="full", needs_backbone=True)
+def build_unet_resnet50(in_channels, num_classes, base_channels=16, backbone_weights=None, **_):
+    return ResNet50UNet(in_channels, num_classes, base_channels, backbone_weights)
+
+
+def build_network(name: str, in_channels: int, num_classes: int, base_channels: int = 16,
+                  backbone_weights=None) -> nn.Module:
+    return NETWORKS.get(name)(in_channels=in_channels, num_classes=num_classes,
+                              base_channels=base_channels, backbone_weights=backbone_weights)

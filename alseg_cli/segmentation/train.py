@@ -1,0 +1,232 @@
+"""`train-seg`: train UNet / DMPLS / ResNet-50 UNet members on a labelled set of slices.
+
+Optimisation follows method.md section 5: SGD (momentum 0.9, wd 1e-4), lr 0.01 with poly
+decay 0.9, batch 6, iterations = max(floor, 60000 x labelled fraction of the train pool),
+validation Dice every ``val_every`` iterations, best checkpoint kept. Randomness: the
+global torch generator is seeded per member (layer init and dropout), batches, augmentation
+and DMPLS's beta come from an explicit generator, so a seed gives the same weights on CPU.
+The run is written into ``.NAME.partial`` beside MODEL_DIR and renamed when complete;
+``resume`` continues a killed run from each member's last.pt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path, check_writable, write_json
+from ..device import resolve_device, torch_generator
+from ..errors import AlsegError
+from ..manifest import load_manifest, make_manifest, save_manifest
+from ..store import DatasetStore
+from .augment import augment_batch
+from .labels import check_compatible, resolve_labels
+from .losses import dmpls_loss, full_loss
+from .nets import NETWORKS, build_network
+from .validate import validation_dice, write_curve_png
+
+PAPER_ITERATIONS = 60000
+
+
+def default_iterations(n_labeled: int, n_pool: int, floor: int) -> int:
+    return max(int(floor), int(PAPER_ITERATIONS * n_labeled / max(1, n_pool)))
+
+
+def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None, iterations: int = None,
+              min_iterations: int = 500, batch_size: int = 6, lr: float = 0.01, size: int = None,
+              seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
+              resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
+              backbone_weights=None, train_split: str = "train", val_split: str = "val",
+              progress: bool = True) -> Dict:
+    # ---- every check before any training starts -------------------------------------------
+    store = DatasetStore(dataset)
+    NETWORKS.get(model)
+    info = NETWORKS.info(model)
+    supervision = supervision or info["supervision"]
+    if supervision not in ("full", "scribble"):
+        raise AlsegError(f"--supervision {supervision!r}: choose 'full' or 'scribble'")
+    if supervision == "scribble" and not store.has_scribbles:
+        raise AlsegError(f"{store.path} has no scribbles; prep a source with scribbles or use --supervision full")
+    if supervision == "scribble" and store.unannotated is None:
+        raise AlsegError(f"{store.path}: no 'unannotated' value in the store attrs; cannot train on scribbles")
+    if supervision == "full" and not store.has_masks:
+        raise AlsegError(f"{store.path} has no masks; use --supervision scribble")
+    if model == "dmpls" and supervision != "scribble":
+        raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble or --model unet")
+    if info.get("needs_backbone") and not backbone_weights:
+        raise AlsegError(f"--model {model} needs --backbone-weights PATH (a local ResNet-50 state dict)")
+    if backbone_weights and not Path(backbone_weights).is_file():
+        raise AlsegError(f"--backbone-weights {backbone_weights}: file not found")
+    if size is not None and int(size) != store.size:
+        raise AlsegError(f"--size {size}: {store.path} holds slices at {store.size} px; re-prep with --size {size}")
+    if store.num_classes < 2:
+        raise AlsegError(f"{store.path}: num_classes is {store.num_classes}; segmentation needs at least 2")
+    if not store.has_masks:
+        raise AlsegError(f"{store.path} has no masks for validation Dice")
+    for name, value in (("--batch-size", batch_size), ("--ensemble", ensemble), ("--val-every", val_every),
+                        ("--base-channels", base_channels)):
+        if int(value) < 1:
+            raise AlsegError(f"{name} {value}: must be at least 1")
+    if iterations is not None and int(iterations) < 1:
+        raise AlsegError(f"--iterations {iterations}: must be at least 1")
+    lab_idx = resolve_labels(labels, store, train_split)
+    val_idx = store.indices(val_split)
+    n_pool = int((store.split == train_split).sum())
+    iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
+    dev = resolve_device(device)
+
+    final = Path(out)
+    work = final.with_name(f".{final.name}.partial")
+    config = {"model": model, "supervision": supervision, "in_channels": store.channels,
+              "num_classes": store.num_classes, "size": store.size, "base_channels": int(base_channels),
+              "unannotated": store.unannotated, "classes": store.attrs.get("classes")}
+    args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
+            "lr": lr, "seed": seed, "device": str(dev), "val_every": val_every, "ensemble": ensemble,
+            "base_channels": base_channels, "train_split": train_split, "val_split": val_split,
+            "backbone_weights": str(backbone_weights) if backbone_weights else None,
+            "labeled_count": int(len(lab_idx)), "pool_size": n_pool}
+    if resume and final.exists() and (final / "manifest.json").exists():
+        done = load_manifest(final / "manifest.json", expect=["model"])
+        check_compatible(done, store, final)
+        if done.get("args", {}).get("iterations") == iterations and len(done.get("members", [])) == ensemble:
+            return done  # nothing left to do
+        raise AlsegError(f"{final} is a finished model with other settings; pass --force to retrain it")
+    if not resume:
+        check_writable(final, force)
+        if work.exists():
+            shutil.rmtree(work)
+    if work.exists():
+        old = json.loads((work / "config.json").read_text())
+        check_compatible(old, store, work)
+        if old.get("model") != model:
+            raise AlsegError(f"--resume: {work} was a {old.get('model')} run, not {model}")
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "config.json", config)
+
+    # ---- data in memory: the labelled slices are few, the store may be large --------------
+    images = torch.from_numpy(store.images(lab_idx))
+    targets = torch.from_numpy((store.scribbles if supervision == "scribble" else store.masks)(lab_idx))
+    val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
+    fill = int(store.unannotated) if supervision == "scribble" else 0
+
+    members, t0 = [], time.time()
+    for m in range(int(ensemble)):
+        members.append(_train_member(work / f"member{m}", config, images, targets, val, fill, int(seed) + m,
+                                     iterations, int(batch_size), float(lr), int(val_every), dev,
+                                     backbone_weights, progress, f"member {m + 1}/{ensemble}"))
+    best = int(np.argmax([mb["best_val_dice"] for mb in members]))
+    manifest = make_manifest(
+        "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
+        outputs={"model_dir": final}, seed=seed, device=str(dev),
+        model=model, num_classes=store.num_classes, size=store.size, in_channels=store.channels,
+        best_member=best, members=members, labeled=store.slice_ids[lab_idx].tolist(),
+        train_seconds=round(time.time() - t0, 3))
+    save_manifest(work / "manifest.json", manifest)
+    with atomic_path(final, force=True) as tmp:
+        os.replace(work, tmp)
+    return manifest
+
+
+def _is_file(labels) -> bool:
+    return isinstance(labels, (str, os.PathLike)) and str(labels) != "all" and Path(str(labels)).is_file()
+
+
+def _train_member(mdir: Path, config, images, targets, val, fill, seed, iterations, batch_size, lr,
+                  val_every, dev, backbone_weights, progress, label) -> Dict:
+    if (mdir / "done.json").exists():  # finished before an interruption
+        return json.loads((mdir / "done.json").read_text())
+    mdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # layer init and dropout draw from the global generator
+    net = build_network(config["model"], config["in_channels"], config["num_classes"],
+                        config["base_channels"], backbone_weights).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    gen = torch_generator(seed)
+    it, curve, best, best_it, seconds = 0, [], -1.0, 0, 0.0
+    if (mdir / "last.pt").exists():
+        ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
+        net.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        it, curve, best, best_it, seconds = ck["iteration"], ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["seconds"]
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    dmpls = config["model"] == "dmpls"
+    n = images.shape[0]
+    losses = []
+    bar = _progress(progress)
+    task = bar.add_task(label, total=iterations, completed=it) if bar else None
+    start = time.time() - seconds
+    try:
+        while it < iterations:
+            net.train()
+            pick = torch.randint(0, n, (batch_size,), generator=gen)
+            x, y = augment_batch(images[pick], targets[pick], gen, fill=fill)
+            beta = float(torch.rand(1, generator=gen))
+            x, y = x.to(dev), y.to(dev).long()
+            for group in opt.param_groups:
+                group["lr"] = lr * (1.0 - it / iterations) ** 0.9
+            with torch.autocast(dev.type, enabled=amp):
+                if dmpls:
+                    out1, out2 = net.forward_both(x)
+                    loss = dmpls_loss(out1.float(), out2.float(), y, config["unannotated"], beta)
+                else:
+                    loss = full_loss(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            it += 1
+            losses.append(float(loss.detach()))
+            if it % val_every == 0 or it == iterations:
+                vd = validation_dice(net, *val, config["num_classes"], dev)
+                elapsed = time.time() - start
+                curve.append({"iteration": it, "loss": float(np.mean(losses)), "val_dice": vd,
+                              "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3)})
+                losses = []
+                if vd > best:
+                    best, best_it = vd, it
+                    torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
+                                "val_dice": vd}, mdir / "best.pt")
+                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, config)
+            if bar:
+                rate = it / max(1e-9, time.time() - start)
+                vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
+                bar.update(task, completed=it, description=f"{label} loss {losses[-1] if losses else curve[-1]['loss']:.3f} "
+                                                           f"val {vd_txt} {rate:.1f} it/s")
+    finally:
+        if bar:
+            bar.stop()
+    seconds = time.time() - start
+    write_json(mdir / "curve.json", curve)
+    write_curve_png(curve, mdir / "curve.png", title=f"{config['model']} seed {seed}")
+    done = {"seed": seed, "best_val_dice": best, "best_iteration": best_it, "dir": mdir.name,
+            "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3)}
+    write_json(mdir / "done.json", done)
+    return done
+
+
+def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, config):
+    tmp = mdir / "last.pt.tmp"
+    torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "iteration": it, "curve": curve, "best_val_dice": best,
+                "best_iteration": best_it, "seconds": seconds, "config": config}, tmp)
+    os.replace(tmp, mdir / "last.pt")
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=False)
+    bar.start()
+    return bar
