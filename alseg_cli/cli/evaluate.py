@@ -1,10 +1,48 @@
-"""`alseg evaluate` (not built yet)."""
+"""`alseg evaluate`: a thin layer over alseg_cli.segmentation.evaluate.evaluate."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.table import Table
 
-from .common import not_available
+from .common import emit, err_console, handle_errors
 
 
-def command(ctx: typer.Context = None):
-    not_available("evaluate")
+@handle_errors
+def command(
+    dataset: Path = typer.Argument(..., help="Dataset store (.zarr) with native masks."),
+    model: Path = typer.Option(..., "--model", "-m", help="MODEL_DIR made by 'alseg train-seg' (best member)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="EVAL.json (kind 'evaluation')."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions",
+                                               help="Folder for each volume's native-size prediction (NIfTI)."),
+    no_hd95: bool = typer.Option(False, "--no-hd95", help="Skip HD95 (faster)."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+):
+    """3D Dice and HD95 per volume and class at native resolution.
+
+    Dice: 1 when a class is absent from both prediction and mask, 0 when absent from one.
+    HD95: in mm with the volume's spacing when known, else in pixels; NaN (left out of the
+    means, counted in hd95_valid) when the class is absent from either. Reported per volume,
+    per class and as the mean over classes of the mean over volumes.
+    """
+    from ..api import evaluate
+
+    manifest = evaluate(dataset, model, out, split=split, predictions=predictions, device=device,
+                        batch_size=batch_size, force=force, hd95=not no_hd95)
+    table = Table(title=f"{manifest['split']}: {manifest['num_volumes']} volumes", show_lines=False)
+    table.add_column("class")
+    table.add_column("Dice", justify="right")
+    table.add_column(f"HD95 ({manifest['hd95_unit']})", justify="right")
+    for name, row in manifest["per_class"].items():
+        hd = row["hd95"]
+        table.add_row(name, f"{row['dice']:.4f}", "-" if hd is None or math.isnan(hd) else f"{hd:.2f}")
+    hd = manifest["mean_hd95"]
+    table.add_row("mean", f"{manifest['mean_dice']:.4f}", "-" if hd is None else f"{hd:.2f}", style="bold")
+    err_console.print(table)
+    emit(manifest)

@@ -1,10 +1,52 @@
-"""`alseg train-seg` (not built yet)."""
+"""`alseg train-seg`: a thin layer over alseg_cli.segmentation.train.train_seg."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from .common import not_available
+from .common import emit, handle_errors
 
 
-def command(ctx: typer.Context = None):
-    not_available("train-seg")
+@handle_errors
+def command(
+    dataset: Path = typer.Argument(..., help="Dataset store (.zarr) made by 'alseg prep'."),
+    labels: str = typer.Option(..., "--labels", "-l",
+                               help="Selection manifest JSON, a file of slice ids (JSON list or one per line), "
+                                    "or 'all' (every train-split slice)."),
+    out: Path = typer.Option(..., "--out", "-o", help="MODEL_DIR to write (manifest.json, config.json, member<k>/)."),
+    model: str = typer.Option("unet", "--model", "-m", help="unet | dmpls | unet-resnet50."),
+    supervision: Optional[str] = typer.Option(None, "--supervision",
+                                              help="full (masks) or scribble; default from the model."),
+    iterations: Optional[int] = typer.Option(None, "--iterations",
+                                             help="Default: max(--min-iterations, 60000 x labelled fraction)."),
+    min_iterations: int = typer.Option(500, "--min-iterations", help="Floor of the default iteration count."),
+    batch_size: int = typer.Option(6, "--batch-size"),
+    lr: float = typer.Option(0.01, "--lr", help="SGD learning rate (poly decay 0.9)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Must equal the store's working size (checked)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision when present), cpu, cuda."),
+    val_every: int = typer.Option(200, "--val-every", help="Validation Dice every N iterations."),
+    workers: int = typer.Option(0, "--workers", help="Reserved: labelled slices are held in memory."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Train M members with seeds seed..seed+M-1."),
+    base_channels: int = typer.Option(16, "--base-channels", help="First encoder width (paper: 16)."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
+                                                    help="Local ResNet-50 state dict for unet-resnet50."),
+    val_split: str = typer.Option("val", "--val-split"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same MODEL_DIR."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing MODEL_DIR."),
+):
+    """Train a segmentation model (UNet on masks, DMPLS on scribbles) on the labelled slices.
+
+    Bad inputs (unknown or no labelled ids, scribbles missing, incompatible MODEL_DIR at
+    --resume, missing split) fail with one line before training starts.
+    """
+    from ..api import train_seg
+
+    manifest = train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
+                         min_iterations=min_iterations, batch_size=batch_size, lr=lr, size=size, seed=seed,
+                         device=device, val_every=val_every, workers=workers, resume=resume, force=force,
+                         ensemble=ensemble, base_channels=base_channels, backbone_weights=backbone_weights,
+                         val_split=val_split)
+    emit(manifest)

@@ -1,0 +1,143 @@
+"""`evaluate`: per-volume, per-class 3D Dice and HD95 at each volume's native resolution.
+
+Every slice of a volume is predicted at the working size (best member, un-augmented),
+the label map is resized back to the native in-plane size (nearest), stacked along z and
+compared with the native mask. Reported: per volume and class, per class (mean over
+volumes) and the mean over classes of those means. Empty cases: Dice 1 when a class is
+absent from both prediction and mask, 0 when absent from one; HD95 is NaN whenever either
+is empty and NaN values are left out of the means (``hd95_valid`` counts the rest).
+HD95 is in mm with the volume's spacing when known, else in pixels (``hd95_unit``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path, check_writable, write_json
+from ..data.resize import resize_labels
+from ..device import resolve_device
+from ..errors import AlsegError
+from ..manifest import make_manifest
+from ..metrics.dice import dice_per_class
+from ..metrics.hd95 import hd95_per_class
+from ..store import DatasetStore
+from .labels import check_compatible
+from .predict import iter_predictions, read_model_dir
+
+
+def to_source_orientation(volume_zhw: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Stores keep the slice axis first (Z, H, W); put it back where the source file had it."""
+    return np.moveaxis(volume_zhw, 0, int(slice_axis))
+
+
+def from_source_orientation(array: np.ndarray, slice_axis: int) -> np.ndarray:
+    return np.moveaxis(array, int(slice_axis), 0)
+
+
+def volume_metrics(pred: np.ndarray, mask: np.ndarray, classes, spacing) -> Dict:
+    return {"dice": dice_per_class(pred, mask, classes).tolist(),
+            "hd95": hd95_per_class(pred, mask, classes, spacing).tolist()}
+
+
+def _nanmean(values) -> Optional[float]:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else None
+
+
+def evaluate(dataset, model, out=None, split: str = "test", predictions=None, device: str = "auto",
+             batch_size: int = 16, force: bool = False, hd95: bool = True, progress: bool = True) -> Dict:
+    store = DatasetStore(dataset)
+    manifest_in, config = read_model_dir(model)
+    check_compatible(config, store, model)
+    idx_split = store.indices(split)
+    if not store.has_masks:
+        raise AlsegError(f"{store.path} has no masks; evaluation needs reference masks")
+    if out is not None:
+        check_writable(out, force)
+    if predictions is not None:
+        check_writable(predictions, force)
+    dev = resolve_device(device)
+    names = list(dict.fromkeys(store.volumes[idx_split].tolist()))
+    info = {v["name"]: v for v in store.volume_info}
+    classes = list(range(1, store.num_classes))
+    class_names = [str((store.attrs.get("classes") or {}).get(str(c), c)) for c in classes]
+
+    rows, preds = [], {}
+    bar = _bar(progress, len(names))
+    try:
+        for name in names:
+            vi = info[name]
+            if not vi.get("native", False):
+                raise AlsegError(f"{store.path}: volume {name} has no native mask; cannot evaluate it")
+            idx = store.volume_slices(name)
+            probs = torch.cat([p[0] for _, p in iter_predictions([model], store, idx, "softmax", device=dev,
+                                                                  batch_size=batch_size)])
+            small = probs.argmax(1).numpy().astype(np.uint8)
+            native = store.native_mask(int(vi["index"]))
+            pred = resize_labels(small, tuple(native.shape[1:]))
+            spacing = vi.get("spacing")
+            m = volume_metrics(pred, native, classes, spacing)
+            if not hd95:
+                m["hd95"] = [float("nan")] * len(classes)
+            rows.append({"volume": name, "patient": vi["patient"], "index": int(vi["index"]),
+                         "shape": list(native.shape), "spacing": spacing, **m})
+            if predictions is not None:
+                preds[name] = pred
+            if bar:
+                bar.advance(0)
+    finally:
+        if bar:
+            bar.stop()
+
+    dice = np.array([r["dice"] for r in rows])
+    hd = np.array([r["hd95"] for r in rows], dtype=np.float64)
+    per_class = {n: {"dice": float(dice[:, i].mean()), "hd95": _nanmean(hd[:, i]),
+                     "hd95_valid": int((~np.isnan(hd[:, i])).sum())} for i, n in enumerate(class_names)}
+    units = {"mm" if r["spacing"] else "px" for r in rows}
+    result = {
+        "split": split, "num_volumes": len(rows), "classes": class_names,
+        "mean_dice": float(np.mean(dice.mean(axis=0))),
+        "mean_hd95": _nanmean([v["hd95"] for v in per_class.values() if v["hd95"] is not None]),
+        "hd95_unit": units.pop() if len(units) == 1 else "mixed (mm where spacing known, else px)",
+        "per_class": per_class, "per_volume": rows,
+    }
+    pred_dir = None
+    if predictions is not None:
+        pred_dir = _write_predictions(predictions, preds, info, force)
+    manifest = make_manifest("evaluation", {"split": split, "device": str(dev), "hd95": hd95},
+                             inputs={"dataset": store.path, "model": Path(model) / "manifest.json"},
+                             outputs={"eval": out, "predictions": pred_dir} if out else {"predictions": pred_dir},
+                             device=str(dev), model_name=config["model"],
+                             best_member=manifest_in["best_member"], **result)
+    if out is not None:
+        write_json(out, manifest, force=True)
+    return manifest
+
+
+def _write_predictions(folder, preds: Dict[str, np.ndarray], info: Dict, force: bool) -> Path:
+    import nibabel as nib
+
+    with atomic_path(folder, force=force) as tmp:
+        tmp.mkdir(parents=True)
+        for name, pred in preds.items():
+            vi = info[name]
+            affine = np.asarray(vi["affine"], dtype=np.float64) if vi.get("affine") else np.eye(4)
+            arr = to_source_orientation(pred, vi.get("slice_axis", 2))
+            nib.save(nib.Nifti1Image(np.ascontiguousarray(arr, dtype=np.uint8), affine), str(tmp / f"{name}.nii.gz"))
+    return Path(folder)
+
+
+def _bar(enabled, total):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True))
+    bar.start()
+    bar.add_task("evaluate", total=total)
+    return bar

@@ -1,0 +1,99 @@
+"""Prediction API for acquisition and evaluation: softmax, MC-dropout and ensemble outputs.
+
+All modes run on the stored, un-augmented images, so passes and members are aligned
+pixel for pixel. MC dropout switches on exactly the ``nn.Dropout`` modules and keeps
+batch-norm in eval mode (the reference code's train-mode BN is a known pitfall).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..device import resolve_device
+from ..errors import AlsegError
+from ..manifest import load_manifest
+from ..store import DatasetStore
+from .labels import check_compatible
+from .nets import build_network
+
+
+def read_model_dir(model_dir) -> Tuple[dict, dict]:
+    """(manifest, config) of a finished MODEL_DIR; one-line errors otherwise."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "manifest.json").is_file() or not (model_dir / "config.json").is_file():
+        raise AlsegError(f"{model_dir}: not a model directory (no manifest.json/config.json); "
+                         f"train one with 'alseg train-seg'")
+    manifest = load_manifest(model_dir / "manifest.json", expect=["model"])
+    return manifest, json.loads((model_dir / "config.json").read_text())
+
+
+def load_model(model_dir, member: Optional[int] = None, device="auto", checkpoint: str = "best") -> nn.Module:
+    """The network of one member (default: the best on validation), in eval mode."""
+    manifest, config = read_model_dir(model_dir)
+    member = manifest["best_member"] if member is None else int(member)
+    if not 0 <= member < len(manifest["members"]):
+        raise AlsegError(f"{model_dir}: member {member} does not exist ({len(manifest['members'])} members)")
+    path = Path(model_dir) / manifest["members"][member]["dir"] / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise AlsegError(f"{path}: checkpoint missing; retrain the model")
+    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"])
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net.load_state_dict(state["state_dict"])
+    return net.to(dev).eval()
+
+
+def enable_mc_dropout(net: nn.Module) -> nn.Module:
+    """Eval mode everywhere (BN uses running stats) except the dropout layers."""
+    net.eval()
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.train()
+    return net
+
+
+def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: str = "softmax",
+                     samples: int = 40, seed: int = 0, device="auto",
+                     batch_size: int = 16) -> Iterator[Tuple[np.ndarray, torch.Tensor]]:
+    """Yield (batch_indices, probs (S, b, K, H, W) float32 on CPU) over ``indices`` in order.
+
+    mode "softmax": S=1, best member of model_dirs[0]; "mc": S=samples MC-dropout passes of
+    that member (seeded per batch, see below); "ensemble":
+    S = every member of every model dir.
+    """
+    if isinstance(model_dirs, (str, Path)):
+        model_dirs = [model_dirs]
+    if not model_dirs:
+        raise AlsegError("no model directory given")
+    if mode not in ("softmax", "mc", "ensemble"):
+        raise AlsegError(f"prediction mode {mode!r}: choose softmax, mc or ensemble")
+    if mode == "mc" and int(samples) < 1:
+        raise AlsegError(f"--samples {samples}: must be at least 1")
+    dev = resolve_device(device) if not isinstance(device, torch.device) else device
+    nets: List[nn.Module] = []
+    for d in model_dirs if mode == "ensemble" else model_dirs[:1]:
+        manifest, config = read_model_dir(d)
+        check_compatible(config, store, d)
+        members = range(len(manifest["members"])) if mode == "ensemble" else [None]
+        nets += [load_model(d, m, dev) for m in members]
+    if mode == "mc":
+        enable_mc_dropout(nets[0])
+    indices = np.asarray(indices, dtype=np.int64)
+    for start in range(0, len(indices), int(batch_size)):
+        idx = indices[start:start + int(batch_size)]
+        x = torch.from_numpy(store.images(idx)).to(dev)
+        with torch.no_grad():
+            if mode == "mc":
+                # one fork of the global generator per batch, seeded from (seed, batch start), so
+                # the passes differ from each other, are reproducible, and leave global state alone
+                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                    torch.manual_seed(int(seed) * 1_000_003 + start)
+                    probs = [nets[0](x).float().softmax(1) for _ in range(int(samples))]
+            else:
+                probs = [net(x).float().softmax(1) for net in nets]
+        yield idx, torch.stack(probs).cpu()
