@@ -1,0 +1,162 @@
+"""Loop configuration: flags and/or a TOML/YAML file, presets, budget schedule.
+
+Precedence: explicit flags > config file > preset > defaults. The resolved config is
+written to RUN_DIR/config.json; a rerun into the same RUN_DIR must agree with it on every
+setting that changes results (methods and seeds may grow: chains are independent).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import AlsegError
+
+# Presets fill what the user did not set. Iterations follow the reference protocol's
+# "60,000 x cumulative fraction" (= 600 per percent), scaled down for the quick preset.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "quick": {
+        "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
+        "iterations_per_percent": 60, "min_iterations": 150, "max_iterations": 1500,
+        "base_channels": 8, "batch_size": 6, "pretrain_epochs": 5,
+    },
+    "paper": {
+        "budgets": [2, 3, 4, 5, 10, 15, 20, 40], "seeds": [0, 1, 2, 3, 4], "models_per_round": 5,
+        "iterations_per_percent": 600, "min_iterations": 0, "max_iterations": None,
+        "base_channels": 16, "batch_size": 6, "pretrain_epochs": 100,
+    },
+}
+
+DEFAULTS: Dict[str, Any] = {
+    "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "seeds": [0],
+    "models_per_round": 1, "supervision": "full", "encoder": None, "pretrain": False,
+    "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {},
+    "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
+    "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
+    "preset": None, "jobs": 1, "eval_split": "test", "method_embeddings": {},
+}
+
+# Settings that may change between a run and its resume without changing any result.
+FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset"}
+
+
+def parse_list(value, cast=float, name: str = "value") -> List:
+    """'2,3,4%' or [2, 3] -> [2.0, 3.0]."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip().rstrip("%")
+        if not text:
+            continue
+        try:
+            out.append(cast(text))
+        except ValueError:
+            raise AlsegError(f"--{name}: {item!r} is not a number (write e.g. 2,3,4)") from None
+    return out
+
+
+def parse_budgets(value) -> List[float]:
+    budgets = parse_list(value, float, "budgets")
+    if not budgets:
+        raise AlsegError("--budgets is empty; give cumulative percentages, e.g. 2,3,4,5,10")
+    if any(b <= 0 or b > 100 for b in budgets):
+        raise AlsegError(f"--budgets {budgets}: each must be a percentage in (0, 100]")
+    if any(b2 <= b1 for b1, b2 in zip(budgets, budgets[1:])):
+        raise AlsegError(f"--budgets {budgets}: cumulative budgets must strictly increase")
+    return budgets
+
+
+def round_name(pct: float) -> str:
+    """round2, round2.5, round10: the percentage itself, so directories read naturally."""
+    return f"round{pct:g}"
+
+
+def iterations_for(cfg: Dict[str, Any], pct: float) -> int:
+    """Training iterations at a cumulative budget (fixed, or per-percent within bounds)."""
+    if cfg.get("iterations"):
+        return int(cfg["iterations"])
+    its = math.ceil(cfg["iterations_per_percent"] * pct)
+    its = max(its, int(cfg.get("min_iterations") or 0))
+    if cfg.get("max_iterations"):
+        its = min(its, int(cfg["max_iterations"]))
+    return max(1, its)
+
+
+def load_config_file(path) -> Dict[str, Any]:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) config; a top-level [loop] table is accepted."""
+    path = Path(path)
+    if not path.exists():
+        raise AlsegError(f"{path}: config file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(path.read_text())
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(path.read_text()) or {}
+        elif suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise AlsegError(f"{path}: unknown config format; use .toml, .yaml/.yml or .json")
+    except AlsegError:
+        raise
+    except Exception as exc:  # parser errors: one line naming the file
+        raise AlsegError(f"{path}: cannot parse config ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise AlsegError(f"{path}: config must be a table/mapping of settings")
+    if isinstance(data.get("loop"), dict):
+        data = data["loop"]
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -> Dict[str, Any]:
+    """Merge defaults, preset, file and explicit options (None means 'not given')."""
+    given = {k: v for k, v in options.items() if v is not None}
+    from_file = load_config_file(config_file) if config_file else {}
+    preset = given.get("preset", from_file.get("preset"))
+    if preset is not None and preset not in PRESETS:
+        raise AlsegError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    cfg = dict(DEFAULTS)
+    cfg.update(PRESETS.get(preset, {}))
+    cfg.update(from_file)
+    cfg.update(given)
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise AlsegError(f"unknown loop setting(s) {unknown}; known: {', '.join(sorted(DEFAULTS))}")
+    if not cfg["dataset"]:
+        raise AlsegError("no dataset: pass --dataset PATH (a store from 'alseg prep') or set dataset in the config")
+    cfg["dataset"] = str(Path(cfg["dataset"]).resolve())
+    if cfg.get("encoder"):
+        cfg["encoder"] = str(Path(cfg["encoder"]).resolve())
+    methods = cfg["methods"]
+    cfg["methods"] = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    if not cfg["methods"]:
+        raise AlsegError("--methods is empty; e.g. --methods random,coreset,gcl-coreset")
+    if len(set(cfg["methods"])) != len(cfg["methods"]):
+        raise AlsegError(f"--methods {cfg['methods']}: a method is listed twice")
+    cfg["budgets"] = parse_budgets(cfg["budgets"])
+    cfg["seeds"] = [int(s) for s in parse_list(cfg["seeds"], int, "seeds")]
+    if not cfg["seeds"] or len(set(cfg["seeds"])) != len(cfg["seeds"]):
+        raise AlsegError(f"--seeds {cfg['seeds']}: give distinct integers, e.g. 0,1,2")
+    if cfg["supervision"] not in ("full", "scribble"):
+        raise AlsegError(f"--supervision {cfg['supervision']!r}: choose full or scribble")
+    for key in ("models_per_round", "jobs", "base_channels", "batch_size"):
+        if int(cfg[key]) < 1:
+            raise AlsegError(f"--{key.replace('_', '-')} {cfg[key]}: must be at least 1")
+        cfg[key] = int(cfg[key])
+    return cfg
+
+
+def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
+    """Refuse to resume a run directory with settings that would change its results."""
+    for key in sorted(set(saved) | set(cfg)):
+        if key in FREE_KEYS:
+            continue
+        if saved.get(key) != cfg.get(key):
+            raise AlsegError(
+                f"{path}: this run was started with {key}={saved.get(key)!r}, not {cfg.get(key)!r}; "
+                "rerun with the same settings to resume, or use another -o RUN_DIR")

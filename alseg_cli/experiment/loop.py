@@ -1,0 +1,218 @@
+"""Whole active-learning experiments: rounds x methods x seeds, resumable, in parallel.
+
+One *chain* is one (method, seed): for each cumulative budget, select -> train -> evaluate,
+each step done-marked (steps.py) so a killed run resumes at the last complete step. Work
+that chains share runs first: pixel embeddings once, then per seed the GCL encoder and its
+embeddings (``--pretrain``), then the chains, ``jobs`` at a time in spawned processes.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..atomic import write_json
+from ..errors import AlsegError
+from ..manifest import make_manifest
+from . import steps as layout
+from .backend import can_start_cold, embedding_source, load_backend, needs_model
+from .config import check_compatible, iterations_for, resolve_config, round_name
+from .steps import StepRunner
+
+DEFAULT_BACKEND = "alseg_cli.experiment.backend:ApiBackend"
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """A distinct, reproducible seed per (chain seed, round) for selection and training."""
+    return seed * 1000 + round_index
+
+
+def _mean_dice(result) -> Optional[float]:
+    from ..metrics.report import mean_dice
+    try:
+        return mean_dice(result)
+    except Exception:
+        return None
+
+
+def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunner) -> None:
+    """Pixel embeddings (once) when any method uses them."""
+    if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
+        out = layout.embeddings_path(run_dir, "pixels")
+        runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"]))
+
+
+def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[str]:
+    if cfg.get("encoder"):
+        return cfg["encoder"]
+    if cfg.get("pretrain"):
+        return str(layout.encoder_dir(run_dir, seed))
+    return None
+
+
+def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner: StepRunner) -> None:
+    """The GCL encoder of one seed (trained once, reused by every round) and its embeddings."""
+    if not any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"]):
+        return
+    encoder = encoder_for_seed(cfg, run_dir, seed)
+    if encoder is None:
+        raise AlsegError("methods " + ", ".join(m for m in cfg["methods"] if embedding_source(m, cfg) == "encoder")
+                         + " need an encoder: pass --pretrain (train one per seed) or --encoder DIR")
+    if cfg.get("pretrain") and not cfg.get("encoder"):
+        enc = Path(encoder)
+        runner.run(enc.parent, enc.name, lambda: backend.pretrain(
+            cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"],
+            **(cfg.get("pretrain_options") or {})))
+    out = layout.embeddings_path(run_dir, f"seed{seed}")
+    runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
+
+
+def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFAULT_BACKEND,
+              on_step: Optional[Callable] = None) -> Dict[str, Any]:
+    """Run (or resume) every round of one (method, seed); return its per-round records."""
+    run_dir = Path(run_dir)
+    backend = load_backend(backend)
+    runner = StepRunner(on_step=on_step)
+    source = embedding_source(method, cfg)
+    embeddings = None
+    if source == "pixels":
+        embeddings = str(layout.embeddings_path(run_dir, "pixels"))
+    elif source == "encoder":
+        embeddings = str(layout.embeddings_path(run_dir, f"seed{seed}"))
+    labeled, models, records = None, [], []
+    for r, pct in enumerate(cfg["budgets"]):
+        rd = layout.round_dir(run_dir, method, seed, pct)
+        rseed = round_seed(seed, r)
+        # First round: the method itself where it can choose from nothing, else random.
+        use = method if (r > 0 or can_start_cold(method)) else "random"
+        sel = rd / "selection.json"
+        rec_sel = runner.run(rd, "select", lambda: backend.select(
+            method=use, budget=f"{pct:g}%", dataset=cfg["dataset"],
+            embeddings=embeddings if use == method else None,
+            models=models if (use == method and needs_model(method)) else [],
+            labeled=str(labeled) if labeled else None, seed=rseed, out=sel, device=cfg["device"]),
+            summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
+                                 "labeled": len((m or {}).get("labeled", {}))})
+        model_dir = rd / "model"
+        rec_train = runner.run(rd, "train", lambda: backend.train(
+            dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
+            iterations=iterations_for(cfg, pct), ensemble=cfg["models_per_round"], seed=rseed,
+            device=cfg["device"], base_channels=cfg["base_channels"], batch_size=cfg["batch_size"],
+            **(cfg.get("train_options") or {})),
+            summarize=lambda m: {"best_member": (m or {}).get("best_member")})
+        rec_eval = runner.run(rd, "evaluate", lambda: backend.evaluate(
+            dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
+            split=cfg["eval_split"], device=cfg["device"]),
+            summarize=lambda m: {"mean_dice": _mean_dice(m)})
+        records.append({"round": r, "budget": pct, "dir": str(rd), "select": rec_sel,
+                        "train": rec_train, "evaluate": rec_eval})
+        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json", records, force=True)
+        labeled, models = sel, [str(model_dir)]
+    return {"method": method, "seed": seed, "rounds": records,
+            "ran": len(runner.ran), "skipped": len(runner.skipped)}
+
+
+def _prepare_seed_task(cfg, run_dir, seed, backend):
+    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner())
+    return seed
+
+
+def _executor(jobs: int):
+    # spawn: safe with torch threads and CUDA, and the same on every platform
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+
+
+def _run_tasks(jobs: int, fn, arg_list, on_result=None):
+    """Run fn(*args) for each args, in this process (jobs=1) or a spawned pool."""
+    results = []
+    if jobs <= 1 or len(arg_list) <= 1:
+        for args in arg_list:
+            res = fn(*args)
+            results.append(res)
+            if on_result:
+                on_result(res)
+        return results
+    with _executor(min(jobs, len(arg_list))) as pool:
+        futures = [pool.submit(fn, *args) for args in arg_list]
+        for fut in as_completed(futures):
+            res = fut.result()
+            results.append(res)
+            if on_result:
+                on_result(res)
+    return results
+
+
+def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
+    """Write RUN_DIR/config.json, or check a resumed run's settings against it."""
+    import json
+    path = run_dir / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        check_compatible(saved, cfg, path)
+        # remember the union of methods and seeds ever run here
+        cfg_saved = dict(cfg)
+        cfg_saved["methods"] = list(dict.fromkeys(saved.get("methods", []) + cfg["methods"]))
+        cfg_saved["seeds"] = list(dict.fromkeys(saved.get("seeds", []) + cfg["seeds"]))
+        write_json(path, cfg_saved, force=True)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, cfg, force=True)
+
+
+def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step=None,
+             progress: bool = False, **options) -> Dict[str, Any]:
+    """Run or resume an experiment into RUN_DIR ``out``; return the loop manifest.
+
+    ``options`` are the settings of config.DEFAULTS (None = not given); ``config`` a TOML/
+    YAML file. ``on_step`` (in-process runs only) is called before each step that runs.
+    """
+    cfg = resolve_config(options, config)
+    run_dir = Path(out).resolve()
+    if not Path(cfg["dataset"]).exists():
+        raise AlsegError(f"{cfg['dataset']}: dataset store not found (make one with 'alseg prep')")
+    start_run_dir(cfg, run_dir)
+    started = time.perf_counter()
+    jobs = cfg["jobs"]
+    if jobs > 1 and not isinstance(backend, str):
+        raise AlsegError("jobs > 1 needs a backend given as 'module:Class' so processes can import it")
+
+    main_backend = load_backend(backend)
+    prepare_shared(cfg, run_dir, main_backend, StepRunner(on_step=on_step))
+    if jobs <= 1:
+        for seed in cfg["seeds"]:
+            prepare_seed(cfg, run_dir, seed, main_backend, StepRunner(on_step=on_step))
+    else:
+        _run_tasks(jobs, _prepare_seed_task, [(cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
+
+    chains = [(m, s) for m in cfg["methods"] for s in cfg["seeds"]]
+    display = None
+    if progress:
+        from .progress import LoopProgress
+        display = LoopProgress(cfg, run_dir, chains)
+        display.start()
+    try:
+        if jobs <= 1:
+            results = [run_chain(cfg, run_dir, m, s, main_backend, on_step) for m, s in chains]
+            if display:
+                display.refresh()
+        else:
+            results = _run_tasks(jobs, run_chain, [(cfg, str(run_dir), m, s, backend) for m, s in chains],
+                                 on_result=(lambda _: display.refresh()) if display else None)
+    finally:
+        if display:
+            display.stop()
+    order = {c: i for i, c in enumerate(chains)}
+    results.sort(key=lambda r: order[(r["method"], r["seed"])])
+    summary = [{"method": r["method"], "seed": r["seed"],
+                "dice": [rec["evaluate"].get("mean_dice") for rec in r["rounds"]]} for r in results]
+    manifest = make_manifest(
+        "loop", args={k: v for k, v in cfg.items()}, inputs={"dataset": cfg["dataset"]},
+        outputs={"run_dir": run_dir, "config": run_dir / "config.json"},
+        seed=cfg["seeds"][0], device=cfg["device"],
+        budgets=cfg["budgets"], rounds=[round_name(p) for p in cfg["budgets"]], chains=summary,
+        steps_run=sum(r["ran"] for r in results), steps_skipped=sum(r["skipped"] for r in results),
+        seconds=round(time.perf_counter() - started, 2))
+    write_json(run_dir / "manifest.json", manifest, force=True)
+    return manifest

@@ -1,0 +1,265 @@
+"""`alseg bootstrap`: gather evaluations over methods x budgets x seeds, bootstrap error bars
+(appendix D, metrics/bootstrap.py), and write the paper-style table as CSV, Markdown, JSON
+and a PNG plot of Dice against the annotated fraction.
+
+Sources are loop run directories (RUN_DIR/<method>/seed<k>/round<pct>/eval.json) or single
+evaluation JSONs laid out the same way or carrying "method", "budget" and "seed" fields.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import AlsegError
+from ..manifest import make_manifest
+from .bootstrap import bootstrap_error
+
+ROUND_RE = re.compile(r"^round(\d+(?:\.\d+)?)$")
+SEED_RE = re.compile(r"^seed(\d+)$")
+
+
+def _unit_mean(entry) -> float:
+    """Mean over foreground classes of one unit's Dice (dict class -> value, list, or number)."""
+    dice = entry.get("dice", entry) if isinstance(entry, dict) else entry
+    if isinstance(dice, dict):
+        values = [v for k, v in dice.items() if k not in ("mean", "volume", "slice_id")]
+    elif isinstance(dice, (list, tuple)):
+        values = list(dice)
+    else:
+        values = [dice]
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        raise AlsegError("an evaluation entry has no Dice values")
+    return float(np.mean(values))
+
+
+def unit_scores(evaluation: Dict[str, Any], unit: str = "volume") -> Tuple[List[str], np.ndarray]:
+    """(names, per-unit mean-over-classes Dice) from an evaluation dict, sorted by name."""
+    keys = ("per_volume", "volumes") if unit == "volume" else ("per_slice", "slices")
+    entries = None
+    for key in keys:
+        if key in evaluation:
+            entries = evaluation[key]
+            break
+    if entries is None:
+        hint = " (rerun evaluate with per-slice scores)" if unit == "slice" else ""
+        raise AlsegError(f"evaluation has no per-{unit} scores (keys {keys}){hint}")
+    if isinstance(entries, dict):
+        pairs = [(str(name), _unit_mean(e)) for name, e in entries.items()]
+    else:
+        name_keys = ("volume", "name", "slice_id", "id")
+        pairs = []
+        for i, e in enumerate(entries):
+            name = next((e[k] for k in name_keys if isinstance(e, dict) and k in e), str(i))
+            pairs.append((str(name), _unit_mean(e)))
+    pairs.sort()
+    return [p[0] for p in pairs], np.array([p[1] for p in pairs], dtype=np.float64)
+
+
+def mean_dice(evaluation: Dict[str, Any]) -> float:
+    """Mean over classes of the mean over volumes (method.md section 6)."""
+    for key in ("mean_dice", "dice_mean"):
+        if key in evaluation and evaluation[key] is not None:
+            return float(evaluation[key])
+    summary = evaluation.get("summary") or {}
+    if "mean_dice" in summary:
+        return float(summary["mean_dice"])
+    # mean over volumes of the per-volume class mean equals the class mean of volume means
+    # when every volume has every class, which evaluate guarantees (empty cases defined).
+    return float(unit_scores(evaluation, "volume")[1].mean())
+
+
+def _load_json(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AlsegError(f"{path}: cannot read evaluation JSON ({exc})") from None
+
+
+def _records_from_eval(path: Path, label: Optional[str] = None) -> Dict[str, Any]:
+    data = _load_json(path)
+    parts = path.resolve().parts
+    method, seed, budget = data.get("method"), data.get("seed"), data.get("budget")
+    if len(parts) >= 4:
+        m_round, m_seed = ROUND_RE.match(parts[-2]), SEED_RE.match(parts[-3])
+        if m_round and m_seed:
+            budget = float(m_round.group(1)) if budget is None else budget
+            seed = int(m_seed.group(1)) if seed is None else seed
+            method = parts[-4] if method is None else method
+    if method is None or budget is None or seed is None:
+        raise AlsegError(f"{path}: cannot tell method/budget/seed; place it at "
+                         "<method>/seed<k>/round<pct>/eval.json or add those fields")
+    return {"label": label or str(method), "budget": float(str(budget).rstrip("%")),
+            "seed": int(seed), "eval": data, "path": str(path)}
+
+
+def collect(sources, unit: str = "volume") -> List[Dict[str, Any]]:
+    """Every (label, budget, seed, evaluation) found in the sources."""
+    records = []
+    run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
+    supervisions = {}
+    for d in run_dirs:
+        cfg_path = d / "config.json"
+        supervisions[d] = json.loads(cfg_path.read_text()).get("supervision") if cfg_path.exists() else None
+    tag = len(set(supervisions.values())) > 1  # disambiguate full vs scribble runs
+    for src in sources:
+        path = Path(src)
+        if not path.exists():
+            raise AlsegError(f"{path}: not found (give a loop RUN_DIR or evaluation JSON files)")
+        if path.is_dir():
+            found = sorted(path.glob("*/seed*/round*/eval.json"))
+            if not found:
+                raise AlsegError(f"{path}: no <method>/seed<k>/round<pct>/eval.json inside; is it a loop RUN_DIR?")
+            for ev in found:
+                rec = _records_from_eval(ev)
+                if tag:
+                    rec["label"] = f"{rec['label']} ({supervisions[path]})"
+                records.append(rec)
+        else:
+            records.append(_records_from_eval(path))
+    for rec in records:
+        rec["names"], rec["scores"] = unit_scores(rec["eval"], unit)
+    return records
+
+
+def build_table(records, n_boot: int = 1000, seed: int = 0) -> Dict[str, Any]:
+    """Bootstrap each (label, budget) cell over its seeds; mark the best mean per budget."""
+    cells: Dict[Tuple[str, float], Dict[int, Dict]] = {}
+    for rec in records:
+        cell = cells.setdefault((rec["label"], rec["budget"]), {})
+        if rec["seed"] in cell:
+            raise AlsegError(f"{rec['path']}: a second evaluation for {rec['label']} at {rec['budget']:g}% seed {rec['seed']}")
+        cell[rec["seed"]] = rec
+    labels = sorted({k[0] for k in cells})
+    budgets = sorted({k[1] for k in cells})
+    rows = []
+    for (label, budget), by_seed in sorted(cells.items()):
+        seeds = sorted(by_seed)
+        names = by_seed[seeds[0]]["names"]
+        for s in seeds[1:]:
+            if by_seed[s]["names"] != names:
+                raise AlsegError(f"{by_seed[s]['path']}: test units differ from {by_seed[seeds[0]]['path']}; "
+                                 "runs of one cell must be evaluated on the same split")
+        matrix = np.stack([by_seed[s]["scores"] for s in seeds])
+        mean, err = bootstrap_error(matrix, n_boot=n_boot, seed=seed)
+        rows.append({"method": label, "budget": budget, "mean": mean, "error": err,
+                     "seeds": seeds, "units": len(names)})
+    for budget in budgets:
+        at = [r for r in rows if r["budget"] == budget]
+        best = max(r["mean"] for r in at)
+        for r in at:
+            r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
+    return {"methods": labels, "budgets": budgets, "rows": rows}
+
+
+def _cell(table, label, budget) -> Optional[Dict]:
+    return next((r for r in table["rows"] if r["method"] == label and r["budget"] == budget), None)
+
+
+def to_markdown(table) -> str:
+    head = "| method | " + " | ".join(f"{b:g}%" for b in table["budgets"]) + " |"
+    lines = [head, "|---" * (len(table["budgets"]) + 1) + "|"]
+    for label in table["methods"]:
+        cells = []
+        for b in table["budgets"]:
+            r = _cell(table, label, b)
+            if r is None:
+                cells.append("")
+                continue
+            text = f"{100 * r['mean']:.1f} ± {100 * r['error']:.1f}"
+            cells.append(f"**{text}**" if r["best"] else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(table, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["method", "budget_percent", "mean_dice", "error", "best", "seeds", "units"])
+        for r in table["rows"]:
+            w.writerow([r["method"], f"{r['budget']:g}", f"{r['mean']:.6f}", f"{r['error']:.6f}",
+                        int(r["best"]), " ".join(map(str, r["seeds"])), r["units"]])
+
+
+def plot(table, path: Path, title: str = "Dice vs annotated fraction") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label in table["methods"]:
+        rs = sorted((r for r in table["rows"] if r["method"] == label), key=lambda r: r["budget"])
+        x = np.array([r["budget"] for r in rs])
+        y = np.array([100 * r["mean"] for r in rs])
+        e = np.array([100 * r["error"] for r in rs])
+        ax.plot(x, y, marker="o", label=label)
+        ax.fill_between(x, y - e, y + e, alpha=0.2)
+    ax.set_xlabel("annotated fraction of the pool (%)")
+    ax.set_ylabel("mean Dice (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def rich_table(table):
+    """The table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
+    from rich.table import Table
+
+    t = Table(title="mean Dice (%) ± bootstrap error (2 sd, paired)")
+    t.add_column("method")
+    for b in table["budgets"]:
+        t.add_column(f"{b:g}%", justify="right")
+    for label in table["methods"]:
+        cells = []
+        for b in table["budgets"]:
+            r = _cell(table, label, b)
+            text = "" if r is None else f"{100 * r['mean']:.1f} ± {100 * r['error']:.1f}"
+            cells.append(f"[bold]{text}[/bold]" if r is not None and r["best"] else text)
+        t.add_row(label, *cells)
+    return t
+
+
+def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
+                     force: bool = False, plot_png: bool = True) -> Dict[str, Any]:
+    """Compute the table and write table.csv, table.md, table.json and dice.png into ``out``.
+
+    ``out`` defaults to RUN_DIR/bootstrap for a single run directory. Returns the manifest.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    sources = [str(s) for s in sources]
+    if not sources:
+        raise AlsegError("no sources: give a loop RUN_DIR or evaluation JSON files")
+    if unit not in ("volume", "slice"):
+        raise AlsegError(f"--unit {unit!r}: choose volume or slice")
+    if out is None:
+        if len(sources) == 1 and Path(sources[0]).is_dir():
+            out = Path(sources[0]) / "bootstrap"
+        else:
+            raise AlsegError("several sources: pass -o OUT_DIR for the table, CSV and plot")
+    records = collect(sources, unit)
+    table = build_table(records, n_boot=n_boot, seed=seed)
+    out = Path(out)
+    with atomic_path(out, force=force) as tmp:
+        tmp.mkdir(parents=True)
+        write_csv(table, tmp / "table.csv")
+        (tmp / "table.md").write_text(to_markdown(table))
+        (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+        if plot_png:
+            plot(table, tmp / "dice.png")
+    outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json"}
+    if plot_png:
+        outputs["plot"] = out / "dice.png"
+    return make_manifest("bootstrap", args={"unit": unit, "n_boot": n_boot, "seed": seed,
+                                           "sources": [str(Path(s).resolve()) for s in sources]},
+                         outputs=outputs, seed=seed, table=table, evaluations=len(records))

@@ -1,0 +1,73 @@
+"""bootstrap report over a run directory: table values, best marks, files, bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alseg_cli import bootstrap_error
+from alseg_cli.atomic import write_json
+from alseg_cli.errors import AlsegError
+from alseg_cli.metrics.report import bootstrap_report, mean_dice, unit_scores
+
+
+def fake_run(root: Path, scores):
+    """scores[method][budget][seed] = per-volume Dice list (class 1 and 2 equal)."""
+    for method, by_budget in scores.items():
+        for budget, by_seed in by_budget.items():
+            for seed, vols in by_seed.items():
+                ev = {"kind": "evaluation", "per_volume": [
+                    {"volume": f"v{k}", "dice": {"1": d, "2": d}} for k, d in enumerate(vols)]}
+                write_json(root / method / f"seed{seed}" / f"round{budget}" / "eval.json", ev)
+    write_json(root / "config.json", {"supervision": "full"})
+
+
+def test_report_matches_bootstrap_error(tmp_path):
+    rng = np.random.default_rng(0)
+    data = {m: {b: {s: list(rng.uniform(0.2, 0.9, 5)) for s in (0, 1, 2)} for b in (2, 5)}
+            for m in ("random", "coreset")}
+    data["coreset"][5] = {s: [0.99] * 5 for s in (0, 1, 2)}  # clearly best at 5 %
+    run = tmp_path / "run"
+    fake_run(run, data)
+    m = bootstrap_report(run, n_boot=300, seed=2)
+    assert m["kind"] == "bootstrap" and m["evaluations"] == 12
+    rows = {(r["method"], r["budget"]): r for r in m["table"]["rows"]}
+    mat = np.array([data["random"][2][s] for s in (0, 1, 2)])
+    mean, err = bootstrap_error(mat, n_boot=300, seed=2)
+    assert rows[("random", 2.0)]["mean"] == pytest.approx(mean)
+    assert rows[("random", 2.0)]["error"] == pytest.approx(err)
+    assert rows[("coreset", 5.0)]["best"] and not rows[("random", 5.0)]["best"]
+    assert rows[("coreset", 5.0)]["error"] == pytest.approx(0.0, abs=1e-12)
+    out = run / "bootstrap"
+    md = (out / "table.md").read_text()
+    assert "**99.0 ± 0.0**" in md and "| method | 2% | 5% |" in md
+    with open(out / "table.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 4
+    assert (out / "dice.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "table.json").read_text())["budgets"] == [2.0, 5.0]
+    with pytest.raises(AlsegError, match="already exists"):
+        bootstrap_report(run)
+    bootstrap_report(run, force=True, plot_png=False)
+
+
+def test_unit_scores_and_errors(tmp_path):
+    ev = {"per_volume": {"b": {"dice": {"1": 0.5, "2": 1.0}}, "a": {"dice": [0.0, 1.0]}}}
+    names, s = unit_scores(ev)
+    assert names == ["a", "b"] and np.allclose(s, [0.5, 0.75])
+    assert mean_dice(ev) == pytest.approx(0.625)
+    assert mean_dice({"mean_dice": 0.3}) == 0.3
+    with pytest.raises(AlsegError, match="per-slice"):
+        unit_scores(ev, "slice")
+    run = tmp_path / "run"
+    fake_run(run, {"random": {2: {0: [0.5, 0.6], 1: [0.5, 0.6, 0.7]}}})
+    with pytest.raises(AlsegError, match="test units differ"):
+        bootstrap_report(run)
+    with pytest.raises(AlsegError, match="no <method>"):
+        bootstrap_report(tmp_path)
+    stray = tmp_path / "x.json"
+    stray.write_text("{}")
+    with pytest.raises(AlsegError, match="method/budget/seed"):
+        bootstrap_report([stray], out=tmp_path / "o")

@@ -1,0 +1,69 @@
+"""Loop config: TOML/YAML files, presets, precedence, validation, iteration schedule."""
+from __future__ import annotations
+
+import pytest
+
+from alseg_cli.errors import AlsegError
+from alseg_cli.experiment.config import (iterations_for, parse_budgets, resolve_config,
+                                         round_name)
+
+
+def test_toml_and_yaml_agree(tmp_path):
+    toml = tmp_path / "exp.toml"
+    toml.write_text('[loop]\ndataset = "d.zarr"\nmethods = ["random", "coreset"]\n'
+                    'budgets = [2, 3, 4]\nseeds = "0,1"\nmodels-per-round = 2\n')
+    yaml = tmp_path / "exp.yaml"
+    yaml.write_text("dataset: d.zarr\nmethods: [random, coreset]\nbudgets: [2, 3, 4]\n"
+                    "seeds: '0,1'\nmodels_per_round: 2\n")
+    a, b = resolve_config({}, str(toml)), resolve_config({}, str(yaml))
+    assert a == b
+    assert a["methods"] == ["random", "coreset"] and a["budgets"] == [2.0, 3.0, 4.0]
+    assert a["seeds"] == [0, 1] and a["models_per_round"] == 2
+    assert a["dataset"].endswith("d.zarr")
+
+
+def test_precedence_flags_over_file_over_preset(tmp_path):
+    f = tmp_path / "exp.toml"
+    f.write_text('dataset = "d.zarr"\npreset = "paper"\nseeds = [7]\n')
+    cfg = resolve_config({"budgets": "2,5%", "methods": None}, str(f))
+    assert cfg["budgets"] == [2.0, 5.0]          # flag
+    assert cfg["seeds"] == [7]                   # file over preset
+    assert cfg["models_per_round"] == 5          # preset
+    assert cfg["pretrain_epochs"] == 100
+    quick = resolve_config({"dataset": "d", "preset": "quick"})
+    assert quick["models_per_round"] == 1 and quick["seeds"] == [0, 1, 2]
+
+
+def test_bad_values(tmp_path):
+    with pytest.raises(AlsegError, match="strictly increase"):
+        parse_budgets("3,2")
+    with pytest.raises(AlsegError, match="percentage"):
+        parse_budgets("0,120")
+    with pytest.raises(AlsegError, match="not a number"):
+        parse_budgets("2,x")
+    with pytest.raises(AlsegError, match="no dataset"):
+        resolve_config({})
+    with pytest.raises(AlsegError, match="unknown loop setting"):
+        resolve_config({"dataset": "d", "budgetz": "1"})
+    with pytest.raises(AlsegError, match="preset"):
+        resolve_config({"dataset": "d", "preset": "huge"})
+    with pytest.raises(AlsegError, match="supervision"):
+        resolve_config({"dataset": "d", "supervision": "weak"})
+    with pytest.raises(AlsegError, match="twice"):
+        resolve_config({"dataset": "d", "methods": "random,random"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("dataset = [")
+    with pytest.raises(AlsegError, match="bad.toml"):
+        resolve_config({}, str(bad))
+    with pytest.raises(AlsegError, match="not found"):
+        resolve_config({}, str(tmp_path / "missing.yaml"))
+
+
+def test_iterations_and_round_names():
+    cfg = resolve_config({"dataset": "d", "preset": "paper"})
+    assert iterations_for(cfg, 3) == 1800        # 60,000 x 3 %
+    quick = resolve_config({"dataset": "d", "preset": "quick"})
+    assert iterations_for(quick, 2) == 150 and iterations_for(quick, 10) == 600
+    assert iterations_for(quick, 40) == 1500
+    assert iterations_for({**quick, "iterations": 9}, 40) == 9
+    assert round_name(2.0) == "round2" and round_name(2.5) == "round2.5" and round_name(10) == "round10"

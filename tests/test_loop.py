@@ -1,0 +1,183 @@
+"""Loop orchestration with a fake backend: layout, first-round rule, resume after a kill."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alseg_cli.atomic import write_json
+from alseg_cli.errors import AlsegError
+from alseg_cli.experiment import steps as layout
+from alseg_cli.experiment.loop import run_loop
+
+POOL = [f"s{i:03d}" for i in range(100)]
+
+
+class FakeBackend:
+    """Deterministic stand-ins for the steps; records every call that actually ran."""
+
+    def __init__(self, fail_after_output=None):
+        self.calls = []
+        self.fail_after_output = fail_after_output  # step name: crash after writing its output
+
+    def _maybe_fail(self, step):
+        if self.fail_after_output == step:
+            self.fail_after_output = None
+            raise RuntimeError(f"killed after {step} output")
+
+    def pretrain(self, dataset, out, seed, epochs, device, **kw):
+        self.calls.append(("pretrain", str(out)))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "config.json").write_text(json.dumps({"seed": seed}))
+        return {"kind": "encoder"}
+
+    def embed(self, dataset, out, encoder, device):
+        self.calls.append(("embed", str(out)))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return {"kind": "embeddings", "encoder": encoder}
+
+    def select(self, *, method, budget, dataset, embeddings, models, labeled, seed, out, device):
+        self.calls.append(("select", str(out), method, embeddings, tuple(models)))
+        lab = json.loads(Path(labeled).read_text())["labeled"] if labeled else {}
+        pct = float(budget.rstrip("%"))
+        n = math.floor(len(POOL) * pct / 100) - len(lab)
+        pool = [s for s in POOL if s not in lab]
+        picked = list(np.random.default_rng(seed).choice(pool, size=n, replace=False))
+        rnd = max(lab.values(), default=-1) + 1
+        manifest = {"kind": "selection", "method": method, "selected": picked,
+                    "labeled": {**lab, **{s: rnd for s in picked}}}
+        write_json(out, manifest, force=True)
+        self._maybe_fail("select")
+        return manifest
+
+    def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
+        self.calls.append(("train", str(out), iterations, ensemble))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "manifest.json").write_text(json.dumps({"best_member": 0, "labels": labels}))
+        return {"kind": "model", "best_member": 0}
+
+    def evaluate(self, *, dataset, model, out, split, device):
+        self.calls.append(("evaluate", str(out)))
+        labels = json.loads((Path(model) / "manifest.json").read_text())["labels"]
+        n = len(json.loads(Path(labels).read_text())["labeled"])
+        ev = {"kind": "evaluation", "per_volume": [
+            {"volume": f"v{k}", "dice": {"1": n / 100 + 0.01 * k, "2": n / 100}} for k in range(4)]}
+        write_json(out, ev, force=True)
+        return ev
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    p = tmp_path / "data.zarr"
+    p.mkdir()
+    return str(p)
+
+
+def options(dataset, **kw):
+    base = dict(dataset=dataset, methods="random,coreset,bald", budgets="2,5,10", seeds="0,1",
+                iterations=7, device="cpu")
+    base.update(kw)
+    return base
+
+
+def selections(run_dir):
+    return {str(p.relative_to(run_dir)): json.loads(p.read_text())["selected"]
+            for p in sorted(Path(run_dir).glob("*/seed*/round*/selection.json"))}
+
+
+def test_layout_first_round_and_manifest(tmp_path, dataset):
+    be = FakeBackend()
+    out = tmp_path / "run"
+    m = run_loop(out, backend=be, **options(dataset, models_per_round=3))
+    assert m["kind"] == "loop" and m["steps_run"] == 3 * 3 * 2 * 3 and m["steps_skipped"] == 0
+    for method in ("random", "coreset", "bald"):
+        for seed in (0, 1):
+            for pct in ("2", "5", "10"):
+                rd = out / method / f"seed{seed}" / f"round{pct}"
+                assert (rd / "selection.json").exists() and (rd / "model").is_dir() and (rd / "eval.json").exists()
+                for step in ("select", "train", "evaluate"):
+                    assert layout.is_done(rd, step)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["budgets"] == [2.0, 5.0, 10.0] and cfg["seeds"] == [0, 1]
+    sel = {c[1]: c for c in be.calls if c[0] == "select"}
+    # bald needs a model: its first round is random, later rounds get the previous model
+    first = sel[str(out / "bald/seed0/round2/selection.json")]
+    assert first[2] == "random" and first[4] == ()
+    later = sel[str(out / "bald/seed0/round5/selection.json")]
+    assert later[2] == "bald" and later[4] == (str(out / "bald/seed0/round2/model"),)
+    # coreset chooses its own first round, on the shared pixel embeddings
+    cs = sel[str(out / "coreset/seed1/round2/selection.json")]
+    assert cs[2] == "coreset" and cs[3].endswith("embeddings/pixels.zarr")
+    # cumulative budgets: floor(100 * pct) labelled after each round
+    lab = json.loads((out / "random/seed1/round10/selection.json").read_text())["labeled"]
+    assert len(lab) == 10
+    assert all(c[3] == 3 for c in be.calls if c[0] == "train")
+    # mean Dice per round: n/100 for class 2, n/100 + 0.01 k for class 1, k = 0..3
+    assert m["chains"][0]["dice"] == pytest.approx([0.0275, 0.0575, 0.1075])
+
+
+def test_resume_after_kill_is_identical(tmp_path, dataset):
+    ref = tmp_path / "ref"
+    run_loop(ref, backend=FakeBackend(), **options(dataset))
+
+    out = tmp_path / "run"
+    count = {"n": 0}
+
+    def kill_after(step, directory):
+        count["n"] += 1
+        if count["n"] > 11:
+            raise KeyboardInterrupt("simulated kill")
+
+    first = FakeBackend()
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(out, backend=first, on_step=kill_after, **options(dataset))
+    # a crash between an output's rename and its done marker: that step is redone
+    second = FakeBackend(fail_after_output="select")
+    with pytest.raises(RuntimeError):
+        run_loop(out, backend=second, **options(dataset))
+    third = FakeBackend()
+    m = run_loop(out, backend=third, **options(dataset))
+    assert selections(out) == selections(ref)
+    done_before = {c[1] for c in first.calls if c[0] in ("select", "train", "evaluate")}
+    redone = {c[1] for c in third.calls} & done_before
+    assert not redone, f"finished steps were redone: {redone}"
+    # chain steps done before: 10 in the first run (its first step was the shared pixel
+    # embedding), 2 in the second (train, evaluate) before its select crashed unmarked
+    assert m["steps_skipped"] == 12
+    crashed = {c[1] for c in second.calls if c[0] == "select"}
+    assert crashed and crashed <= {c[1] for c in third.calls}  # unmarked step redone
+    # a fourth run has nothing left to do
+    fourth = FakeBackend()
+    m4 = run_loop(out, backend=fourth, **options(dataset))
+    assert fourth.calls == [] and m4["steps_run"] == 0
+
+
+def test_pretrain_once_per_seed_and_reused(tmp_path, dataset):
+    be = FakeBackend()
+    out = tmp_path / "run"
+    run_loop(out, backend=be, pretrain=True, **options(dataset, methods="gcl-coreset"))
+    pre = [c for c in be.calls if c[0] == "pretrain"]
+    assert sorted(c[1] for c in pre) == [str(out / "encoders/seed0"), str(out / "encoders/seed1")]
+    sels = [c for c in be.calls if c[0] == "select"]
+    assert {c[3] for c in sels if "seed1" in c[1]} == {str(out / "embeddings/seed1.zarr")}
+    with pytest.raises(AlsegError, match="need an encoder"):
+        run_loop(tmp_path / "other", backend=FakeBackend(), **options(dataset, methods="gcl-coreset"))
+
+
+def test_resume_refuses_changed_settings(tmp_path, dataset):
+    out = tmp_path / "run"
+    run_loop(out, backend=FakeBackend(), **options(dataset, methods="random", seeds="0"))
+    with pytest.raises(AlsegError, match="budgets"):
+        run_loop(out, backend=FakeBackend(), **options(dataset, methods="random", seeds="0", budgets="2,5"))
+    # adding a seed is allowed: only the new chain runs
+    be = FakeBackend()
+    m = run_loop(out, backend=be, **options(dataset, methods="random", seeds="0,3"))
+    assert m["steps_run"] == 9 and all("seed3" in c[1] for c in be.calls)
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(AlsegError, match="not found"):
+        run_loop(tmp_path / "run", backend=FakeBackend(), dataset=str(tmp_path / "nope.zarr"))
