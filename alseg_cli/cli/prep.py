@@ -1,10 +1,76 @@
-"""`alseg prep` (not built yet)."""
+"""`alseg prep`: volumes on disk (or the built-in phantoms) -> a dataset store."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from .common import not_available
+from .common import emit, err_console, handle_errors
 
 
-def command(ctx: typer.Context = None):
-    not_available("prep")
+@handle_errors
+def command(
+    source: Optional[str] = typer.Argument(
+        None, help="Dataset folder or file (ACDC, MSD/nnU-Net, DAVIS, *.h5, a CSV table), or "
+                   "'phantoms' for built-in synthetic volumes."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output dataset store (OUT.zarr); the manifest "
+                             "goes to OUT.zarr.manifest.json."),
+    size: Optional[int] = typer.Option(None, "--size", help="In-plane working size in pixels "
+                                       "(default 256; 64 for phantoms).", min=8),
+    split: Optional[str] = typer.Option(None, "--split", help="Seeded patient split fractions, "
+                                        "e.g. train=0.7,val=0.1,test=0.2 (the default)."),
+    split_file: Optional[Path] = typer.Option(None, "--split-file", help="Explicit split: JSON "
+                                              "{patient: split} or CSV patient,split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the patient split."),
+    slice_axis: Optional[int] = typer.Option(None, "--slice-axis", help="Force the slice axis "
+                                             "(0, 1, 2 of the x,y,z index order); default: detected."),
+    no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep raw intensities (no "
+                                      "0.5/99.5 percentile clip and [0,1] scaling)."),
+    unannotated: Optional[int] = typer.Option(None, "--unannotated", help="Scribble value meaning "
+                                              "'not annotated' (ACDC: 4; default: number of classes)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable or mismatched volumes "
+                                  "and list them in the manifest instead of failing."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images (separate-folder layout)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of masks paired by name/suffix."),
+    scribbles: Optional[Path] = typer.Option(None, "--scribbles", help="Folder of scribbles."),
+    patient_regex: Optional[str] = typer.Option(None, "--patient-regex", help="Regex on the file "
+                                                "stem; its first group is the patient id."),
+    patients: int = typer.Option(12, "--patients", help="Number of phantom patients (SOURCE phantoms)."),
+):
+    """Turn volumes on disk (NIfTI, MHA/NRRD, DICOM, HDF5, frames) into a dataset store.
+
+    Prints the manifest as one JSON line on stdout; progress and a summary go to stderr.
+    """
+    from .. import api
+
+    if split and split_file:
+        raise typer.BadParameter("give --split or --split-file, not both")
+    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("volumes", total=None)
+        manifest = api.prep(
+            source, out, size=size, split=split, split_file=split_file, seed=seed,
+            slice_axis=slice_axis, normalize=not no_normalize, unannotated=unannotated,
+            skip_bad=skip_bad, force=force, images=images, masks=masks, scribbles=scribbles,
+            patient_regex=patient_regex, patients=patients,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    _summary(manifest)
+    emit(manifest)
+
+
+def _summary(m: dict) -> None:
+    table = Table(title=f"dataset {m['outputs']['dataset']}", show_header=False)
+    table.add_row("layout", str(m["layout"]))
+    table.add_row("volumes / patients", f"{m['num_volumes']} / {m['num_patients']}")
+    table.add_row("slices", f"{m['num_slices']} at {m['size']} px, {m['channels']} channel(s), "
+                  f"slice axis {m['slice_axis']}")
+    table.add_row("classes", f"{m['num_classes']}: " + ", ".join(m["classes"].values()))
+    table.add_row("splits (slices)", ", ".join(f"{k} {v}" for k, v in m["splits"].items()))
+    table.add_row("splits (patients)", ", ".join(f"{k} {v}" for k, v in m["split_patients"].items()))
+    if m["skipped"]:
+        table.add_row("skipped", f"{len(m['skipped'])} (listed in the manifest)")
+    err_console.print(table)
