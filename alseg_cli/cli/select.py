@@ -1,10 +1,80 @@
-"""`alseg select` (not built yet)."""
+"""`alseg select`: choose the next slices to annotate with an acquisition method."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-from .common import not_available
+from .common import emit, err_console, handle_errors, read_stdin_manifest, stdin_is_piped
 
 
-def command(ctx: typer.Context = None):
-    not_available("select")
+@handle_errors
+def command(
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Acquisition method (see --list)."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b",
+                                         help="Cumulative budget: '3%' of the train pool or a slice count '45'."),
+    add: Optional[int] = typer.Option(None, "--add", help="Add this many slices to the labelled set instead."),
+    embeddings: Optional[str] = typer.Option(None, "--embeddings", "-e",
+                                             help="Embeddings store (EMB.zarr), or '-' for a piped embed manifest."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", "-d",
+                                           help="Dataset store (default: the one the embeddings name)."),
+    model: Optional[List[Path]] = typer.Option(None, "--model",
+                                               help="Segmentation model dir (repeat for an ensemble)."),
+    labeled: Optional[str] = typer.Option(None, "--labeled", "-l",
+                                          help="Previous selection manifest, or '-' to read it from stdin."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the selection manifest here too."),
+    mc_samples: int = typer.Option(40, "--mc-samples", help="MC-dropout passes (bald, mc-variance)."),
+    batch_slices: int = typer.Option(10, "--batch-slices", help="Slices per batch (stochastic-batches)."),
+    reduce: str = typer.Option("mean", "--reduce", help="Pixel-to-slice reduction: mean, max or sum."),
+    list_: bool = typer.Option(False, "--list", help="List the methods with what they need, then exit."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """Choose the next slices to annotate; the selection manifest goes to stdout (and -o).
+
+    Pipes: `alseg embed D.zarr ... | alseg select --method coreset --budget 3%` and
+    `alseg select ... --budget 2% | alseg select ... --labeled - --budget 3%`.
+    """
+    from ..acquisition.select import list_methods, select
+    from ..errors import AlsegError
+
+    if list_:
+        for m in list_methods():
+            err_console.print(f"[bold]{m['name']:<20}[/] needs {m['needs']:<11} {m['description']}",
+                              highlight=False, soft_wrap=True)
+        emit({"kind": "methods", "methods": list_methods()})
+        return
+    if method is None:
+        raise AlsegError("--method is required (alseg select --list shows the methods)")
+    piped = None
+    if embeddings == "-" or labeled == "-" or (embeddings is None and stdin_is_piped()):
+        piped = read_stdin_manifest(required=(embeddings == "-" or labeled == "-"))
+    if piped is not None:
+        kind = piped.get("kind")
+        if kind == "embeddings" and embeddings in (None, "-"):
+            embeddings = (piped.get("outputs") or {}).get("embeddings")
+            if not embeddings:
+                raise AlsegError("the piped embeddings manifest has no outputs.embeddings store path")
+        elif kind == "selection" and labeled in (None, "-"):
+            labeled = piped
+        else:
+            raise AlsegError(f"stdin holds a {kind!r} manifest; pipe an embeddings manifest "
+                             f"(or a selection manifest with --labeled -)")
+    if embeddings == "-" or labeled == "-":
+        raise AlsegError("'-' was given but stdin held no matching manifest")
+    args = {"method": method, "budget": budget, "add": add, "embeddings": embeddings,
+            "dataset": None if dataset is None else str(dataset), "models": [str(m) for m in model or []],
+            "labeled": labeled if isinstance(labeled, str) else "<stdin>", "seed": seed,
+            "out": None if out is None else str(out), "mc_samples": mc_samples,
+            "batch_slices": batch_slices, "reduce": reduce, "device": device}
+    manifest = select(method=method, budget=budget, add=add, embeddings=embeddings, dataset=dataset,
+                      models=[str(m) for m in model or []], labeled=labeled, seed=seed, out=out,
+                      mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, force=force,
+                      device=device, args=args)
+    b = manifest["budget"]
+    err_console.print(f"{method}: selected {b['added']} slices ({b['resolved']} of {b['pool']} labelled "
+                      f"after this round) in {manifest['seconds']:.2f} s", highlight=False)
+    emit(manifest)

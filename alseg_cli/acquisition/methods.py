@@ -1,0 +1,162 @@
+"""The registry of acquisition methods (method.md sections 3-4) and the simple ones.
+
+Each method is ``fn(ctx: SelectionContext) -> list of dataset indices`` (in selection order,
+exactly ``ctx.k`` of them, all from ``ctx.pool``). Registry info ``needs`` says what a method
+requires: "embeddings", "model" (one or more trained segmentation models) or "ensemble"
+(several models, or an ensemble directory), "dataset" (images) or nothing.
+Learned methods (CoreGCN, TypiClust, VAAL) live in ``learned.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import AlsegError
+from ..registry import Registry
+from .kcenter import kcenter_greedy
+
+METHODS = Registry("acquisition method")
+
+
+@dataclass
+class SelectionContext:
+    store: object                        # DatasetStore
+    pool: np.ndarray                     # dataset indices that may be picked (train, unlabelled)
+    labeled: np.ndarray                  # dataset indices already labelled
+    k: int                               # how many to pick now
+    seed: int = 0
+    device: str = "auto"
+    vectors: Optional[np.ndarray] = None  # (len(store), D) rows aligned to dataset indices, or None
+    has_vector: Optional[np.ndarray] = None  # (len(store),) bool
+    emb_attrs: Dict = field(default_factory=dict)
+    models: Sequence[str] = ()
+    options: Dict = field(default_factory=dict)
+
+    def need_vectors(self, method: str):
+        if self.vectors is None:
+            raise AlsegError(f"method {method!r} needs embeddings: pass --embeddings EMB.zarr "
+                             f"or pipe the output of 'alseg embed'")
+        return self.vectors
+
+
+def top_k(indices: np.ndarray, scores: np.ndarray, k: int) -> List[int]:
+    """The k highest scores; ties go to the lowest dataset index (stable sort)."""
+    order = np.lexsort((indices, -np.asarray(scores, dtype=np.float64)))
+    return [int(i) for i in indices[order[:k]]]
+
+
+@METHODS.register("random", "Uniformly random unlabelled train slices (seeded).", needs="nothing")
+def select_random(ctx: SelectionContext) -> List[int]:
+    rng = np.random.default_rng(ctx.seed)
+    return [int(i) for i in rng.choice(ctx.pool, size=ctx.k, replace=False)]
+
+
+def _kcenter_on(ctx: SelectionContext, vectors: np.ndarray) -> List[int]:
+    """k-center greedy over pool + labelled rows of ``vectors`` (dataset-aligned)."""
+    rows = np.concatenate([ctx.labeled, ctx.pool])
+    lab_pos = np.arange(ctx.labeled.size)
+    picks = kcenter_greedy(vectors[rows], ctx.k, labeled=lab_pos, seed=ctx.seed, device=ctx.device,
+                           chunk_size=ctx.options.get("chunk_size"))
+    return [int(rows[p]) for p in picks]
+
+
+@METHODS.register("coreset", "k-center greedy on any embeddings (pixels: Coreset baseline; GCL: the paper's method).",
+                  needs="embeddings")
+def select_coreset(ctx: SelectionContext) -> List[int]:
+    return _kcenter_on(ctx, ctx.need_vectors("coreset"))
+
+
+@METHODS.register("gcl-coreset", "coreset on embeddings from a GCL-trained encoder (checked in the store attrs).",
+                  needs="embeddings")
+def select_gcl_coreset(ctx: SelectionContext) -> List[int]:
+    vectors = ctx.need_vectors("gcl-coreset")
+    encoder = ctx.emb_attrs.get("encoder") or {}
+    if not (isinstance(encoder, dict) and encoder.get("gcl") is True):
+        raise AlsegError(f"gcl-coreset needs embeddings from a GCL-trained encoder, but the store's "
+                         f"encoder is {encoder.get('kind') if isinstance(encoder, dict) else encoder!r} "
+                         f"(gcl={encoder.get('gcl') if isinstance(encoder, dict) else None}); "
+                         f"use --method coreset for other embeddings")
+    return _kcenter_on(ctx, vectors)
+
+
+# ---- model-based methods -------------------------------------------------------------
+
+def slice_scores(ctx: SelectionContext, score: str, mode: str, indices: np.ndarray) -> np.ndarray:
+    """Score slices with the prediction API on un-augmented images; returns (len(indices),)."""
+    from ..segmentation.predict import iter_predictions
+    from .scores import PIXEL_SCORES, reduce_pixels
+
+    fn = PIXEL_SCORES[score]
+    out = np.full(indices.size, np.nan)
+    pos = {int(i): j for j, i in enumerate(indices)}
+    for batch_idx, probs in iter_predictions(list(ctx.models), ctx.store, indices, mode=mode,
+                                             samples=int(ctx.options.get("mc_samples", 40)),
+                                             seed=ctx.seed, device=ctx.device,
+                                             batch_size=int(ctx.options.get("batch_size", 16))):
+        s = reduce_pixels(fn(probs), ctx.options.get("reduce", "mean")).detach().cpu().numpy()
+        for i, v in zip(np.asarray(batch_idx), s):
+            out[pos[int(i)]] = float(v)
+    if np.isnan(out).any():
+        raise AlsegError("the prediction API returned no score for some pool slices")
+    return out
+
+
+def _check_models(ctx: SelectionContext, method: str, ensemble: bool) -> None:
+    if ctx.labeled.size == 0:
+        raise AlsegError(f"method {method!r} needs a segmentation model trained on labelled slices, and "
+                         f"none are labelled yet; use --method random or coreset for round 0")
+    if not ctx.models:
+        what = "an ensemble (several --model dirs or an ensemble dir)" if ensemble else "--model MODEL_DIR"
+        raise AlsegError(f"method {method!r} needs {what} from 'alseg train-seg'")
+    from pathlib import Path
+    for m in ctx.models:
+        if not Path(m).exists():
+            raise AlsegError(f"--model {m}: no such model directory")
+
+
+def _model_method(name: str, score: str, mode: str, ensemble: bool, description: str, needs: str):
+    @METHODS.register(name, description, needs=needs)
+    def run(ctx: SelectionContext) -> List[int]:
+        _check_models(ctx, name, ensemble)
+        # one --model for an ensemble method may be an ensemble directory: predict expands it
+        return top_k(ctx.pool, slice_scores(ctx, score, mode, ctx.pool), ctx.k)
+    run.__name__ = f"select_{name.replace('-', '_')}"
+    return run
+
+
+_model_method("entropy", "entropy", "softmax", False,
+              "Highest mean softmax entropy of one segmentation model.", "model")
+_model_method("bald", "bald", "mc", False,
+              "BALD mutual information from MC dropout (--mc-samples, BN in eval mode).", "model")
+_model_method("mc-variance", "mc-variance", "mc", False,
+              "Variance of MC-dropout class probabilities, mean over classes.", "model")
+_model_method("variance-ratio", "variance-ratio", "ensemble", True,
+              "1 - modal votes / M over an ensemble of models.", "ensemble")
+_model_method("ensemble-entropy", "ensemble-entropy", "ensemble", True,
+              "Entropy of the ensemble-mean softmax.", "ensemble")
+
+
+@METHODS.register("stochastic-batches", "Random batches of --batch-slices slices, take whole batches of "
+                  "highest mean ensemble entropy.", needs="ensemble")
+def select_stochastic_batches(ctx: SelectionContext) -> List[int]:
+    _check_models(ctx, "stochastic-batches", True)
+    s = int(ctx.options.get("batch_slices", 10))
+    if s < 1:
+        raise AlsegError(f"--batch-slices {s}: must be at least 1")
+    scores = slice_scores(ctx, "ensemble-entropy", "ensemble", ctx.pool)
+    perm = np.random.default_rng(ctx.seed).permutation(ctx.pool.size)
+    batches = [perm[i:i + s] for i in range(0, perm.size, s)]
+    batch_score = np.array([scores[b].mean() for b in batches])
+    order = np.lexsort((np.arange(len(batches)), -batch_score))
+    picked: List[int] = []
+    for b in order:
+        members = batches[b]
+        if len(picked) + members.size > ctx.k:
+            # the last batch only partly fits: keep its most uncertain slices so the budget is exact
+            members = np.asarray(top_k(members, scores[members], ctx.k - len(picked)))
+        picked.extend(int(ctx.pool[j]) for j in members)
+        if len(picked) >= ctx.k:
+            break
+    return picked
