@@ -50,7 +50,10 @@ def command(
     if split and split_file:
         raise typer.BadParameter("give --split or --split-file, not both")
     with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True,
+                  # off when stderr is not a terminal: nothing to animate, and error output
+                  # stays exactly one line
+                  disable=not err_console.is_terminal) as bar:
         task = bar.add_task("volumes", total=None)
         manifest = api.prep(
             source, out, size=size, split=split, split_file=split_file, seed=seed,
