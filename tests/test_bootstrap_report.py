@@ -71,3 +71,18 @@ def test_unit_scores_and_errors(tmp_path):
     stray.write_text("{}")
     with pytest.raises(AlsegError, match="method/budget/seed"):
         bootstrap_report([stray], out=tmp_path / "o")
+
+
+def test_cli_one_json_line_on_stdout(tmp_path):
+    from typer.testing import CliRunner
+
+    from alseg_cli.cli.main import app
+
+    run = tmp_path / "run"
+    fake_run(run, {"random": {2: {0: [0.5, 0.6], 1: [0.4, 0.7]}}})
+    res = CliRunner().invoke(app, ["bootstrap", str(run), "--n-boot", "50", "--no-plot"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["kind"] == "bootstrap"
+    res = CliRunner().invoke(app, ["bootstrap", str(tmp_path / "missing")])
+    assert res.exit_code != 0 and "not found" in res.output

@@ -1,10 +1,57 @@
-"""`alseg loop` (not built yet)."""
+"""`alseg loop`: a thin layer over alseg_cli.experiment.loop.run_loop."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from .common import not_available
+from .common import emit, err_console, handle_errors
 
 
-def command(ctx: typer.Context = None):
-    not_available("loop")
+@handle_errors
+def command(
+    out: Path = typer.Option(..., "--out", "-o", help="RUN_DIR: <method>/seed<k>/round<pct>/ per round; "
+                                                       "rerun the same command to resume."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", "-d", help="Dataset store from 'alseg prep'."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML file with these settings "
+                                                                        "(flags override it)."),
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma list, e.g. random,coreset,gcl-coreset."),
+    budgets: Optional[str] = typer.Option(None, "--budgets", help="Cumulative % of the pool, e.g. 2,3,4,5,10."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds, e.g. 0,1,2."),
+    models_per_round: Optional[int] = typer.Option(None, "--models-per-round",
+                                                   help="Models trained per round (ensemble); the best on "
+                                                        "validation is evaluated."),
+    supervision: Optional[str] = typer.Option(None, "--supervision", help="full (UNet on masks) or "
+                                                                           "scribble (DMPLS)."),
+    encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder dir for embedding methods "
+                                                                    "(instead of --pretrain)."),
+    pretrain: Optional[bool] = typer.Option(None, "--pretrain/--no-pretrain",
+                                            help="Train a GCL encoder once per seed for gcl-* methods."),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs"),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Fixed training iterations per round "
+                                                                         "(default: per-% schedule of the preset)."),
+    base_channels: Optional[int] = typer.Option(None, "--base-channels", help="UNet width (paper 16)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="quick or paper: fills unset settings."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="(method, seed) chains run in parallel processes."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
+):
+    """Run whole active-learning experiments: rounds x methods x seeds, resumable.
+
+    Each round selects (the first round with the method itself where it can, else random),
+    trains --models-per-round models, and evaluates the best-on-validation one on the test
+    split. Every step is done-marked after its output is complete, so a killed run (even
+    kill -9) resumes at the last complete step with identical selections.
+    """
+    from ..api import run_loop
+
+    options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets, seeds=seeds,
+                   models_per_round=models_per_round, supervision=supervision,
+                   encoder=str(encoder) if encoder else None, pretrain=pretrain,
+                   pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
+                   preset=preset, device=device, jobs=jobs)
+    manifest = run_loop(out, config=str(config) if config else None, progress=not no_progress, **options)
+    err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "
+                      f"{manifest['seconds']:.1f}s; next: alseg bootstrap {out}", highlight=False)
+    emit(manifest)

@@ -21,13 +21,11 @@ LABELED_METHODS = {"coregcn", "vaal", "knn-propagation", "knn-pseudo-label"}
 def _registry_info(method: str) -> Dict[str, Any]:
     """What the acquisition registry says about a method, when it says anything."""
     try:
-        from ..acquisition import registry as reg_module  # built by the select engineer
-        reg = getattr(reg_module, "METHODS", None) or getattr(reg_module, "registry", None)
-        if reg is not None and method in reg:
-            return reg.info(method)
-    except Exception:
-        pass
-    return {}
+        from ..acquisition import select as _registers_all  # noqa: F401  (imports every method)
+        from ..acquisition.methods import METHODS
+    except ImportError:  # acquisition not installed: fall back to the tables above
+        return {}
+    return METHODS.info(method) if method in METHODS else {}
 
 
 def needs_model(method: str) -> bool:
@@ -36,7 +34,7 @@ def needs_model(method: str) -> bool:
         return bool(info["needs_model"])
     needs = info.get("needs")
     if needs is not None:
-        return "model" in needs
+        return needs in ("model", "ensemble")
     return method in MODEL_METHODS
 
 
@@ -53,7 +51,8 @@ def embedding_source(method: str, cfg: Dict[str, Any]) -> Optional[str]:
     override = (cfg.get("method_embeddings") or {}).get(method)
     if override:
         return override
-    if method == "random" or needs_model(method):
+    needs = _registry_info(method).get("needs")
+    if method == "random" or needs_model(method) or (needs is not None and needs != "embeddings"):
         return None
     if method.startswith("gcl"):
         return "encoder"
@@ -63,11 +62,13 @@ def embedding_source(method: str, cfg: Dict[str, Any]) -> Optional[str]:
 class ApiBackend:
     """The real steps: alseg_cli.api."""
 
-    def __init__(self):
+    def __init__(self, progress: bool = False):
         self.api = import_module("alseg_cli.api")
+        self.progress = progress  # the loop draws its own display; steps stay quiet
 
     def pretrain(self, dataset, out, seed: int, epochs: int, device: str, **options):
-        return self.api.pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True, **options)
+        return self.api.pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True,
+                                 progress=self.progress, **options)
 
     def embed(self, dataset, out, encoder: str, device: str):
         return self.api.embed(dataset, out, encoder=encoder, device=device, force=True)
@@ -77,7 +78,7 @@ class ApiBackend:
         if embeddings is not None:
             opts["embeddings"] = embeddings
         if models:
-            opts["model"] = models
+            opts["models"] = list(models)
         if labeled is not None:
             opts["labeled"] = labeled
         return self.api.select(**opts)
@@ -86,10 +87,11 @@ class ApiBackend:
         model = "dmpls" if supervision == "scribble" else "unet"
         return self.api.train_seg(dataset, labels, out, model=model, supervision=supervision,
                                   iterations=iterations, ensemble=ensemble, seed=seed,
-                                  device=device, force=True, **options)
+                                  device=device, force=True, progress=self.progress, **options)
 
     def evaluate(self, *, dataset, model, out, split, device):
-        return self.api.evaluate(dataset, model, out, split=split, device=device, force=True)
+        return self.api.evaluate(dataset, model, out, split=split, device=device, force=True,
+                                 progress=self.progress)
 
 
 def load_backend(spec):

@@ -240,6 +240,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
     sources = [str(s) for s in sources]
     if not sources:
         raise AlsegError("no sources: give a loop RUN_DIR or evaluation JSON files")
+    for s in sources:
+        if not Path(s).exists():
+            raise AlsegError(f"{s}: not found (give a loop RUN_DIR or evaluation JSON files)")
     if unit not in ("volume", "slice"):
         raise AlsegError(f"--unit {unit!r}: choose volume or slice")
     if out is None:
