@@ -1,0 +1,200 @@
+"""`alseg embed`: one vector per slice from an encoder SPEC, or imported from a file.
+
+SPEC kinds (a registry, so each is listed in --help and tested):
+  alseg        an ENCODER_DIR written by `alseg pretrain` (512-d pooled feature, before the head)
+  torchvision  resnet18:PATH.pth or resnet50:PATH.pth, a local state dict (never downloaded)
+  torchscript  a TorchScript file (torch.jit.save); its output is flattened per slice
+  pixels       the image area-downsampled to --pixels-size^2 (x C), flattened: plain Coreset
+  external     --from FILE: vectors computed elsewhere (see external.py)
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..device import resolve_device
+from ..errors import AlsegError
+from ..manifest import make_manifest
+from ..registry import Registry
+from ..store import DatasetStore, write_embeddings
+from .models import ARCHS, GCLEncoder, load_torchvision
+
+SPEC_KINDS = Registry("encoder kind")
+# A loader returns (model or None, input size or None, encoder description dict).
+Loader = Callable[..., Tuple[Optional[torch.nn.Module], Optional[int], dict]]
+
+
+@SPEC_KINDS.register("alseg", "an ENCODER_DIR from `alseg pretrain` (512-d features before the head)")
+def load_alseg(spec: str, channels: int, **_):
+    path = Path(spec)
+    cfg_path, weights = path / "config.json", path / "encoder.pt"
+    if not weights.exists() or not cfg_path.exists():
+        hint = " (training is unfinished: rerun `alseg pretrain ... --resume`)" if (path / "checkpoint.pt").exists() else ""
+        raise AlsegError(f"{path}: not a finished alseg encoder directory (needs encoder.pt and config.json){hint}")
+    cfg = json.loads(cfg_path.read_text())
+    if int(cfg.get("in_channels", 1)) != channels:
+        raise AlsegError(f"{path}: encoder takes {cfg['in_channels']} channel(s) but the dataset has {channels}")
+    model = GCLEncoder(cfg.get("arch", "resnet18"), int(cfg.get("in_channels", 1)), int(cfg.get("proj_dim", 64)))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    info = {"spec": str(path.resolve()), "kind": "alseg", "gcl": bool(cfg.get("groups")),
+            "groups": list(cfg.get("groups", [])), "weights": cfg.get("weights"), "tau": cfg.get("tau")}
+    return _Trunk(model), int(cfg["size"]), info
+
+
+@SPEC_KINDS.register("torchvision", "resnet18:PATH.pth / resnet50:PATH.pth: a local torchvision state dict")
+def load_tv(spec: str, channels: int, **_):
+    arch, _, path = spec.partition(":")
+    model = load_torchvision(arch, path, channels)
+    return model, None, {"spec": spec, "kind": "torchvision", "gcl": False, "groups": [], "arch": arch,
+                         "weights_file": str(Path(path).resolve())}
+
+
+@SPEC_KINDS.register("torchscript", "a TorchScript file (torch.jit.save); output flattened per slice")
+def load_script(spec: str, channels: int, **_):
+    try:
+        model = torch.jit.load(spec, map_location="cpu")
+    except Exception as exc:
+        raise AlsegError(f"{spec}: not a TorchScript file ({exc.__class__.__name__}); save one with "
+                         f"torch.jit.save(torch.jit.script(model), PATH)") from None
+    return model, None, {"spec": str(Path(spec).resolve()), "kind": "torchscript", "gcl": False, "groups": []}
+
+
+@SPEC_KINDS.register("pixels", "the image area-downsampled to --pixels-size (default 32x32), flattened")
+def load_pixels(spec: str, channels: int, pixels_size: int = 32, **_):
+    if pixels_size < 1:
+        raise AlsegError(f"--pixels-size must be >= 1, got {pixels_size}")
+    return _Pixels(pixels_size), None, {"spec": "pixels", "kind": "pixels", "gcl": False, "groups": [],
+                                        "pixels_size": int(pixels_size)}
+
+
+@SPEC_KINDS.register("external", "--from FILE: .npy (+ --ids), .npz, CSV, Lightly CSV or zarr vectors, matched by slice_id")
+def load_from_file(spec: str, channels: int, **_):
+    raise AlsegError("external vectors are imported with --from FILE, not --encoder")
+
+
+class _Trunk(torch.nn.Module):
+    def __init__(self, model: GCLEncoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.embed(x)
+
+
+class _Pixels(torch.nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.size).flatten(1)   # area average = exact "area" resize
+
+
+def spec_kind(spec: str) -> str:
+    """Which registry entry a SPEC names."""
+    if spec == "pixels":
+        return "pixels"
+    head = spec.split(":", 1)[0]
+    if head in ARCHS:
+        return "torchvision"
+    path = Path(spec)
+    if path.is_dir():
+        return "alseg"
+    if path.is_file():
+        return "torchscript"
+    raise AlsegError(f"--encoder {spec!r}: not an encoder directory, a TorchScript file, 'pixels' or "
+                     f"ARCH:PATH.pth with ARCH in {sorted(ARCHS)}")
+
+
+@torch.no_grad()
+def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: int,
+                progress: bool = True) -> np.ndarray:
+    """Batched inference in eval mode; ``images_fn(start, stop)`` gives (B, C, H, W) float32."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    model.eval().to(dev)
+    amp = dev.type == "cuda"
+    chunks = []
+    bar = Progress(TextColumn("[bold]embed[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} slices"),
+                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
+    with bar:
+        task = bar.add_task("", total=n)
+        for start in range(0, n, batch_size):
+            x = torch.from_numpy(images_fn(start, min(n, start + batch_size))).to(dev)
+            if size and x.shape[-1] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=size < x.shape[-1])
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                y = model(x)
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            chunks.append(y.float().reshape(y.shape[0], -1).cpu().numpy())
+            bar.update(task, advance=x.shape[0])
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=None,
+          assume_order: bool = False, split: Optional[str] = None, half: bool = False,
+          batch_size: int = 64, workers: int = 0, device: str = "auto", pixels_size: int = 32,
+          size: Optional[int] = None, force: bool = False, progress: bool = True) -> dict:
+    """Embed the dataset's slices (all, or one split) and write an embeddings store."""
+    if (encoder is None) == (from_file is None):
+        raise AlsegError("pass exactly one of --encoder SPEC or --from FILE")
+    if out is None:
+        raise AlsegError("-o/--output EMB.zarr is required")
+    if batch_size < 1:
+        raise AlsegError(f"--batch-size must be >= 1, got {batch_size}")
+    store = DatasetStore(dataset)
+    idx = store.indices(None if split in (None, "all") else split)
+    ids = store.slice_ids[idx]
+    dev = resolve_device(device)
+    if workers and dev.type == "cpu":
+        torch.set_num_threads(int(workers))
+    t0 = time.perf_counter()
+    inputs = {"dataset": store.path}
+    if from_file is not None:
+        from .external import load_external
+        vectors, info = load_external(from_file, list(store.slice_ids), list(ids), ids_file=ids_file,
+                                      assume_order=assume_order)
+        inputs["vectors"] = from_file
+    else:
+        kind = spec_kind(encoder)
+        model, enc_size, info = SPEC_KINDS.get(kind)(encoder, store.channels, pixels_size=pixels_size)
+        if kind in ("alseg",) and enc_size:
+            size = size or enc_size
+        if kind in ("torchvision", "torchscript"):
+            inputs["encoder"] = info["spec"] if kind == "torchscript" else info["weights_file"]
+        elif kind == "alseg":
+            inputs["encoder"] = Path(encoder) / "encoder.pt"
+        images = store.root["images"]
+        order = np.asarray(idx)
+
+        def images_fn(a, b):
+            return np.asarray(images.get_orthogonal_selection((order[a:b],)), dtype=np.float32)
+        try:
+            vectors = run_encoder(model, images_fn, len(idx), size, dev, batch_size, progress)
+        except AlsegError:
+            raise
+        except RuntimeError as exc:
+            raise AlsegError(f"--encoder {encoder}: the model failed on {store.channels}-channel "
+                             f"{store.size}px slices ({str(exc).splitlines()[0][:160]})") from None
+    elapsed = time.perf_counter() - t0
+    vectors = vectors.astype(np.float16 if half else np.float32)
+    if half and not np.isfinite(vectors).all():
+        raise AlsegError("--half: some values overflow float16; drop --half")
+    attrs = {"dataset": str(store.path.resolve()), "encoder": info, "split": split or "all"}
+    write_embeddings(out, vectors, list(ids), attrs, force=force)
+    return make_manifest(
+        "embeddings", args={"encoder": encoder, "from": None if from_file is None else str(from_file),
+                            "split": split, "half": half, "batch_size": batch_size, "size": size,
+                            "pixels_size": pixels_size, "device": device, "workers": workers},
+        inputs=inputs, outputs={"embeddings": out}, device=str(dev), encoder=info,
+        num=int(vectors.shape[0]), dim=int(vectors.shape[1]), dtype=str(vectors.dtype),
+        slices_per_s=(len(idx) / elapsed) if from_file is None and elapsed > 0 else None)

@@ -1,0 +1,266 @@
+"""`alseg pretrain`: GCL training of a ResNet-18 encoder on a dataset store.
+
+Each step takes one batch of the group sampler, makes two independently augmented views
+of every slice (SimCLR augments both views; rows 0..N-1 are view 1, N..2N-1 view 2, so
+eq. 4's "slice i and its augmented view" is view 1 and view 2 of i) and minimises eq. 5.
+
+ENCODER_DIR: encoder.pt (GCLEncoder state dict: trunk.* + head.*), config.json,
+loss.json, loss.png, manifest.json (kind "encoder") and checkpoint.pt (rewritten after
+every epoch with model, optimiser, scaler and history). All randomness of epoch e comes
+from generators seeded by (seed, e), so a resumed run repeats what the killed run would
+have done.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..atomic import atomic_path, write_json
+from ..data.augment import augment
+from ..device import resolve_device, seed_everything, torch_generator
+from ..errors import AlsegError
+from ..manifest import make_manifest, save_manifest
+from ..store import DatasetStore
+from .losses import GROUP_KINDS, default_weights, gcl_total_loss
+from .models import GCLEncoder
+from .sampler import default_batch_size, group_batches
+
+PRESETS = {
+    "quick": {"size": 64, "epochs": 3},      # minutes on a CPU; for smoke runs and demos
+    "paper": {"size": 256, "epochs": 100},   # method.md: 256 x 256, 100 epochs
+}
+DEFAULTS = {"epochs": 100, "lr": 3e-4, "weight_decay": 1e-6, "tau": 0.5, "seed": 0,
+            "groups": ("patient", "volume"), "split": "train"}
+CONFIG_KEYS = ("groups", "weights", "tau", "size", "batch_size", "lr", "weight_decay", "seed", "split")
+
+
+def parse_groups(groups) -> list:
+    """'patient,volume' / ['patient', 'volume'] / 'none' -> sorted canonical list."""
+    if groups is None:
+        return list(DEFAULTS["groups"])
+    if isinstance(groups, str):
+        groups = [g for g in groups.replace("+", ",").split(",") if g.strip()]
+    names = [g.strip().lower() for g in groups]
+    if names in ([], ["none"]):
+        return []
+    bad = [g for g in names if g not in GROUP_KINDS]
+    if bad:
+        raise AlsegError(f"--groups: unknown group {bad[0]!r}; use any of patient, volume, slice, or none")
+    return [g for g in GROUP_KINDS if g in names]
+
+
+def group_sizes(patients, volumes, positions) -> Dict[str, float]:
+    """G of eq. 4 for each grouping: slices of the pool / groups of that kind. The
+    adjacent-slice groups overlap (one centred on each slice), so for them G is their
+    average size: (3Z - 2) members summed over volumes / slices (Z for Z = 1)."""
+    n = len(patients)
+    _, counts = np.unique(volumes, return_counts=True)
+    slice_members = sum(3 * z - 2 if z > 1 else 1 for z in counts)
+    return {"patient": n / len(np.unique(patients)), "volume": n / len(counts),
+            "slice": float(slice_members / n)}
+
+
+def batch_labels(batch: Sequence[int], tuple_size: int, pat, vol, pos, groups) -> Dict[str, torch.Tensor]:
+    """Per-row labels of a batch for each enabled grouping. Patient and volume labels are
+    global ids; an adjacent-slice group is local to a tuple: a row shares its tuple
+    leader's label when it is the leader or one of its neighbours, else it is alone."""
+    b = np.asarray(batch)
+    out = {"patient": torch.as_tensor(pat[b]), "volume": torch.as_tensor(vol[b])}
+    if "slice" in groups:
+        leader = b[(np.arange(len(b)) // tuple_size) * tuple_size]
+        near = (vol[b] == vol[leader]) & (np.abs(pos[b] - pos[leader]) <= 1)
+        lab = np.where(near, np.arange(len(b)) // tuple_size, len(b) + np.arange(len(b)))
+        out["slice"] = torch.as_tensor(lab)
+    return {k: v for k, v in out.items() if k in groups}
+
+
+def _codes(values) -> np.ndarray:
+    return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _positions(vol_codes, z) -> np.ndarray:
+    pos = np.empty(len(z), dtype=np.int64)
+    for v in np.unique(vol_codes):
+        idx = np.flatnonzero(vol_codes == v)
+        pos[idx[np.argsort(z[idx], kind="stable")]] = np.arange(idx.size)
+    return pos
+
+
+def load_pool(store: DatasetStore, split: Optional[str], size: int) -> torch.Tensor:
+    idx = store.indices(None if split in (None, "all") else split)
+    x = torch.from_numpy(store.images(idx))
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=size < x.shape[-1])
+    return idx, x.contiguous()
+
+
+def _plot_loss(history, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["loss"] for h in history], marker="o", label="total (eq. 5)")
+    for key in ("nt_xent", *GROUP_KINDS):
+        if history and key in history[0]["parts"]:
+            ax.plot(epochs, [h["parts"][key] for h in history], lw=1, label=key)
+    ax.set_xlabel("epoch"), ax.set_ylabel("mean loss"), ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, force=True) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _prepare_out(out: Path, force: bool, resume: bool) -> Optional[dict]:
+    ckpt_path = out / "checkpoint.pt"
+    if out.exists():
+        if force and not resume:
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        elif resume and ckpt_path.exists():
+            try:
+                return torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            except Exception as exc:
+                raise AlsegError(f"{ckpt_path}: unreadable checkpoint ({exc.__class__.__name__}); "
+                                 f"pass --force to start over") from None
+        elif not out.is_dir() or any(out.iterdir()):
+            what = "--force to start over" if resume else "--resume to continue its training or --force to start over"
+            raise AlsegError(f"{out} already exists and holds no checkpoint to resume; pass {what}"
+                             if resume else f"{out} already exists; pass {what}")
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = None,
+             tau: Optional[float] = None, epochs: Optional[int] = None,
+             batch_size: Optional[int] = None, lr: Optional[float] = None,
+             weight_decay: Optional[float] = None, size: Optional[int] = None,
+             seed: Optional[int] = None, device: str = "auto", workers: int = 0,
+             resume: bool = False, force: bool = False, preset: Optional[str] = None,
+             split: Optional[str] = None, progress: bool = True) -> dict:
+    """Train the GCL encoder; returns the encoder manifest (also saved in ``out``)."""
+    if preset is not None and preset not in PRESETS:
+        raise AlsegError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}")
+    store = DatasetStore(dataset)
+    base = {**DEFAULTS, **PRESETS.get(preset, {})}
+    groups = parse_groups(groups if groups is not None else base["groups"])
+    weights = list(default_weights(groups) if weights is None else weights)
+    if len(weights) != 4 or any(w < 0 for w in weights) or not any(weights):
+        raise AlsegError(f"--weights must be four non-negative numbers l0,l1,l2,l3 (not all 0); got {weights}")
+    missing = [g for w, g in zip(weights[1:], GROUP_KINDS) if w and g not in groups]
+    if missing:
+        raise AlsegError(f"--weights gives the {missing[0]} loss a weight but --groups does not "
+                         f"include {missing[0]}; add it to --groups or set its weight to 0")
+    cfg = {"groups": groups, "weights": weights,
+           "tau": float(tau if tau is not None else base["tau"]),
+           "size": int(size or base.get("size") or store.size),
+           "batch_size": int(batch_size or default_batch_size(groups)),
+           "lr": float(lr if lr is not None else base["lr"]),
+           "weight_decay": float(weight_decay if weight_decay is not None else base["weight_decay"]),
+           "seed": int(seed if seed is not None else base["seed"]),
+           "split": split if split is not None else base["split"]}
+    epochs = int(epochs if epochs is not None else base["epochs"])
+    if epochs < 1 or cfg["batch_size"] < 1 or cfg["tau"] <= 0 or cfg["size"] < 8:
+        raise AlsegError("--epochs and --batch-size must be >= 1, --tau > 0 and --size >= 8")
+    dev = resolve_device(device)
+    if workers and dev.type == "cpu":
+        torch.set_num_threads(int(workers))
+    out = Path(out)
+    ckpt = _prepare_out(out, force, resume)
+    if ckpt is not None:
+        old = {k: ckpt["config"][k] for k in CONFIG_KEYS}
+        if old != {k: cfg[k] for k in CONFIG_KEYS}:
+            diff = [k for k in CONFIG_KEYS if old[k] != cfg[k]]
+            raise AlsegError(f"{out}/checkpoint.pt was trained with other settings ({diff[0]}="
+                             f"{old[diff[0]]!r}); resume with the same options or pass --force")
+
+    idx, images = load_pool(store, cfg["split"], cfg["size"])
+    pat, vol, z = _codes(store.patients[idx]), _codes(store.volumes[idx]), store.z[idx]
+    pos = _positions(vol, z)
+    G = group_sizes(pat, vol, pos)
+    seed_everything(cfg["seed"])
+    model = GCLEncoder("resnet18", in_channels=images.shape[1]).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history, start = [], 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        history, start = ckpt["history"], int(ckpt["epoch"])
+    config = {"arch": "resnet18", "in_channels": int(images.shape[1]), "proj_dim": 64, **cfg, "G": G}
+    tsize = 1 + len(groups)
+    images = images.to(dev)
+    t_start, seen = time.perf_counter(), 0
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    bar = Progress(TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"), BarColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} slices/s"),
+                   TimeRemainingColumn(), disable=not progress, transient=False,
+                   console=_stderr_console())
+    with bar:
+        for epoch in range(start, epochs):
+            batches = group_batches(pat, vol, z, groups, cfg["batch_size"], seed=cfg["seed"] * 1_000_003 + epoch)
+            gen = torch_generator(cfg["seed"] * 1_000_003 + epoch + 7919)
+            task = bar.add_task("", total=len(batches), epoch=f"{epoch + 1}/{epochs}", loss=0.0, rate=0.0)
+            model.train()
+            totals, parts_sum, n_batches = 0.0, {}, 0
+            for batch in batches:
+                x = images[torch.as_tensor(batch, device=dev)]
+                views = torch.cat([augment(x, gen), augment(x, gen)])
+                labels = {k: v.to(dev) for k, v in batch_labels(batch, tsize, pat, vol, pos, groups).items()}
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                    zproj = model(views)
+                loss, parts = gcl_total_loss(zproj.float(), cfg["tau"], weights, groups=labels,
+                                             patients=torch.as_tensor(pat[batch], device=dev),
+                                             G=G, return_parts=True)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                if not torch.isfinite(loss):
+                    raise AlsegError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr or raise --tau")
+                totals += float(loss.detach())
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                n_batches += 1
+                seen += len(batch)
+                rate = seen / max(1e-9, time.perf_counter() - t_start)
+                bar.update(task, advance=1, loss=totals / n_batches, rate=rate)
+            history.append({"epoch": epoch + 1, "loss": totals / n_batches,
+                            "parts": {k: v / n_batches for k, v in parts_sum.items()}})
+            with atomic_path(out / "checkpoint.pt", force=True) as tmp:
+                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scaler": scaler.state_dict(), "history": history, "config": config,
+                            "rng": torch.get_rng_state()}, tmp)
+    elapsed = time.perf_counter() - t_start
+    rate = seen / elapsed if seen else None
+
+    with atomic_path(out / "encoder.pt", force=True) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    write_json(out / "config.json", config)
+    write_json(out / "loss.json", {"history": history, "slices_per_s": rate})
+    _plot_loss(history, out / "loss.png")
+    manifest = make_manifest(
+        "encoder", args={**cfg, "epochs": epochs, "preset": preset, "device": device, "workers": workers,
+                         "resume": resume},
+        inputs={"dataset": store.path}, seed=cfg["seed"], device=str(dev),
+        outputs={"encoder": out, "weights": out / "encoder.pt", "config": out / "config.json",
+                 "loss": out / "loss.json", "plot": out / "loss.png"},
+        config=config, final_loss=history[-1]["loss"] if history else None,
+        epochs_done=len(history), slices_per_s=rate, pool_slices=int(len(idx)))
+    save_manifest(out / "manifest.json", manifest)
+    return manifest
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True)
