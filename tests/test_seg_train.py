@@ -1,0 +1,199 @@
+"""train-seg: MODEL_DIR layout, CPU determinism, resume, ensembles, prediction API, bad inputs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alseg_cli.errors import AlsegError
+from alseg_cli.segmentation import train as train_mod
+from alseg_cli.segmentation.predict import enable_mc_dropout, iter_predictions, load_model
+from alseg_cli.segmentation.train import default_iterations, train_seg
+from alseg_cli.store import DatasetStore, write_dataset
+
+FAST = dict(iterations=6, val_every=3, base_channels=4, progress=False)
+
+
+def _weights(model_dir, member=0, ck="last"):
+    return torch.load(model_dir / f"member{member}" / f"{ck}.pt", weights_only=False)["state_dict"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(phantom_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "ens"
+    train_seg(phantom_store, "all", out, ensemble=2, seed=3, **FAST)
+    return out
+
+
+def test_model_dir_layout_and_manifest(ensemble_dir, phantom_store):
+    m = json.loads((ensemble_dir / "manifest.json").read_text())
+    assert m["kind"] == "model" and m["model"] == "unet"
+    assert m["num_classes"] == 4 and m["size"] == 64 and m["in_channels"] == 1
+    assert [mb["seed"] for mb in m["members"]] == [3, 4]
+    assert m["best_member"] == int(np.argmax([mb["best_val_dice"] for mb in m["members"]]))
+    cfg = json.loads((ensemble_dir / "config.json").read_text())
+    assert cfg["base_channels"] == 4 and cfg["model"] == "unet"
+    for k in range(2):
+        d = ensemble_dir / f"member{k}"
+        for name in ("best.pt", "last.pt", "curve.json", "curve.png"):
+            assert (d / name).is_file(), name
+        curve = json.loads((d / "curve.json").read_text())
+        assert [c["iteration"] for c in curve] == [3, 6]
+        assert max(c["val_dice"] for c in curve) == pytest.approx(m["members"][k]["best_val_dice"])
+    n_train = int((DatasetStore(phantom_store).split == "train").sum())
+    assert len(m["labeled"]) == n_train
+    assert not list(ensemble_dir.parent.glob(".*partial"))
+
+
+def test_cpu_determinism_same_seed_same_weights(phantom_store, tmp_path):
+    train_seg(phantom_store, "all", tmp_path / "a", seed=7, **FAST)
+    train_seg(phantom_store, "all", tmp_path / "b", seed=7, **FAST)
+    train_seg(phantom_store, "all", tmp_path / "c", seed=8, **FAST)
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+
+def test_dmpls_trains_on_scribbles_deterministically(phantom_store, tmp_path):
+    m = train_seg(phantom_store, "all", tmp_path / "d1", model="dmpls", seed=1, **FAST)
+    train_seg(phantom_store, "all", tmp_path / "d2", model="dmpls", seed=1, **FAST)
+    assert m["args"]["supervision"] == "scribble"
+    w = _weights(tmp_path / "d1")
+    assert any(k.startswith("aux_decoder") for k in w)
+    assert _same(w, _weights(tmp_path / "d2"))
+
+
+def test_resume_after_interruption_gives_same_weights(phantom_store, tmp_path, monkeypatch):
+    train_seg(phantom_store, "all", tmp_path / "full", seed=2, **FAST)
+    real = train_mod.validation_dice
+    calls = {"n": 0}
+
+    def interrupt_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "validation_dice", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_seg(phantom_store, "all", tmp_path / "cut", seed=2, **FAST)
+    assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.partial" / "member0" / "last.pt").exists()
+    monkeypatch.setattr(train_mod, "validation_dice", real)
+    train_seg(phantom_store, "all", tmp_path / "cut", seed=2, resume=True, **FAST)
+    assert _same(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
+
+
+def test_labels_from_selection_manifest_and_id_file(phantom_store, tmp_path):
+    store = DatasetStore(phantom_store)
+    ids = store.slice_ids[store.indices("train")][:5].tolist()
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"kind": "selection", "labeled": {i: 0 for i in ids}}))
+    txt = tmp_path / "ids.txt"
+    txt.write_text("\n".join(ids) + "\n")
+    a = train_seg(phantom_store, str(sel), tmp_path / "m1", seed=0, **FAST)
+    b = train_seg(phantom_store, str(txt), tmp_path / "m2", seed=0, **FAST)
+    assert sorted(a["labeled"]) == sorted(ids) == sorted(b["labeled"])
+    assert _same(_weights(tmp_path / "m1"), _weights(tmp_path / "m2"))
+
+
+def test_default_iterations_rule():
+    assert default_iterations(29, 1454, 500) == int(60000 * 29 / 1454)
+    assert default_iterations(1, 1454, 500) == 500
+
+
+def _store_without_scribbles(path, size=64):
+    from alseg_cli.data.phantoms import make_phantoms, phantom_attrs
+
+    vols = []
+    for v in make_phantoms(patients=4, size=size, slices=4, seed=1):
+        v.scribble = None
+        vols.append(v)
+    split = {"phantom000": "train", "phantom001": "train", "phantom002": "val", "phantom003": "test"}
+    write_dataset(path, vols, size, split, phantom_attrs())
+    return path
+
+
+@pytest.mark.parametrize("labels, options, message", [
+    ("[]", {}, "empty"),
+    ('["phantom999_frame01:000"]', {}, "not in"),
+    ("all", {"val_split": "nope"}, "split 'nope'"),
+    ("all", {"model": "unet-resnet50"}, "--backbone-weights"),
+    ("all", {"model": "dmpls", "supervision": "full"}, "scribble"),
+    ("all", {"size": 32}, "--size 32"),
+    ("all", {"model": "nonet"}, "unknown"),
+])
+def test_bad_inputs_fail_before_training(phantom_store, tmp_path, monkeypatch, labels, options, message):
+    monkeypatch.setattr(train_mod, "_train_member", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(AlsegError, match=message):
+        train_seg(phantom_store, labels, tmp_path / "m", **{**FAST, **options})
+    assert not (tmp_path / "m").exists()
+
+
+def test_scribbles_missing_and_resume_into_other_class_count(phantom_store, tmp_path, monkeypatch):
+    bare = _store_without_scribbles(tmp_path / "bare.zarr")
+    with pytest.raises(AlsegError, match="no scribbles"):
+        train_seg(bare, "all", tmp_path / "m", model="dmpls", **FAST)
+    # a partial run of a 4-class store, resumed on a store with another class count
+    partial = tmp_path / ".m.partial"
+    partial.mkdir()
+    (partial / "config.json").write_text(json.dumps({"model": "unet", "num_classes": 3, "size": 64,
+                                                     "in_channels": 1}))
+    with pytest.raises(AlsegError, match="num_classes"):
+        train_seg(phantom_store, "all", tmp_path / "m", resume=True, **FAST)
+
+
+def test_existing_model_dir_needs_force(ensemble_dir, phantom_store):
+    with pytest.raises(AlsegError, match="--force"):
+        train_seg(phantom_store, "all", ensemble_dir, **FAST)
+
+
+def test_softmax_predictions_and_batch_alignment(ensemble_dir, phantom_store):
+    store = DatasetStore(phantom_store)
+    idx = store.indices("val")
+    a = torch.cat([p for _, p in iter_predictions([ensemble_dir], store, idx, batch_size=5)], dim=1)
+    b = torch.cat([p for _, p in iter_predictions([ensemble_dir], store, idx, batch_size=64)], dim=1)
+    assert a.shape == (1, len(idx), 4, 64, 64) and a.dtype == torch.float32
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a.sum(2), torch.ones(1, len(idx), 64, 64))
+
+
+def test_ensemble_members_aligned(ensemble_dir, phantom_store):
+    store = DatasetStore(phantom_store)
+    idx = store.indices("test")[:7]
+    (bi, probs), = list(iter_predictions([ensemble_dir], store, idx, mode="ensemble", batch_size=16))
+    assert np.array_equal(bi, idx) and probs.shape[0] == 2
+    x = torch.from_numpy(store.images(idx))
+    for k in range(2):
+        net = load_model(ensemble_dir, member=k, device="cpu")
+        with torch.no_grad():
+            torch.testing.assert_close(probs[k], net(x).softmax(1))
+    best = json.loads((ensemble_dir / "manifest.json").read_text())["best_member"]
+    (_, soft), = list(iter_predictions([ensemble_dir], store, idx, mode="softmax"))
+    torch.testing.assert_close(soft[0], probs[best])
+
+
+def test_mc_dropout_passes_differ_seeded_and_bn_eval(ensemble_dir, phantom_store):
+    store = DatasetStore(phantom_store)
+    idx = store.indices("val")[:4]
+    run = lambda seed: torch.cat([p for _, p in iter_predictions([ensemble_dir], store, idx, mode="mc",
+                                                                  samples=3, seed=seed)], dim=1)
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == (3, 4, 4, 64, 64)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], a[1]) and not torch.allclose(a, c)
+    net = enable_mc_dropout(load_model(ensemble_dir, device="cpu"))
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    drop = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert bn and not any(m.training for m in bn) and all(m.training for m in drop)
+    stats = [m.running_mean.clone() for m in bn]
+    for m in drop:
+        m.p = 0.0  # with dropout off, an MC pass must equal the plain eval prediction
+    x = torch.from_numpy(store.images(idx))
+    with torch.no_grad():
+        mc = net(x)
+        plain = load_model(ensemble_dir, device="cpu")(x)
+    torch.testing.assert_close(mc, plain)
+    assert all(torch.equal(s, m.running_mean) for s, m in zip(stats, bn))
