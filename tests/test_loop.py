@@ -39,7 +39,7 @@ class FakeBackend:
         Path(out).mkdir(parents=True, exist_ok=True)
         return {"kind": "embeddings", "encoder": encoder}
 
-    def select(self, *, method, budget, dataset, embeddings, models, labeled, seed, out, device):
+    def select(self, *, method, budget, dataset, embeddings, models, labeled, seed, out, device, **kw):
         self.calls.append(("select", str(out), method, embeddings, tuple(models)))
         lab = json.loads(Path(labeled).read_text())["labeled"] if labeled else {}
         pct = float(budget.rstrip("%"))

@@ -73,8 +73,11 @@ class ApiBackend:
     def embed(self, dataset, out, encoder: str, device: str):
         return self.api.embed(dataset, out, encoder=encoder, device=device, force=True)
 
-    def select(self, *, method, budget, dataset, embeddings, models: List[str], labeled, seed, out, device):
-        opts = dict(method=method, budget=budget, dataset=dataset, seed=seed, out=out, force=True, device=device)
+    def select(self, *, method, budget, dataset, embeddings, models: List[str], labeled, seed, out, device,
+               **options):
+        # options: select()'s own keywords (mc_samples, batch_slices, reduce, options={...})
+        opts = dict(method=method, budget=budget, dataset=dataset, seed=seed, out=out, force=True, device=device,
+                    **options)
         if embeddings is not None:
             opts["embeddings"] = embeddings
         if models:

@@ -20,18 +20,20 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
         "iterations_per_percent": 60, "min_iterations": 150, "max_iterations": 1500,
         "base_channels": 8, "batch_size": 6, "pretrain_epochs": 5,
+        "select_options": {"mc_samples": 10},
     },
     "paper": {
         "budgets": [2, 3, 4, 5, 10, 15, 20, 40], "seeds": [0, 1, 2, 3, 4], "models_per_round": 5,
         "iterations_per_percent": 600, "min_iterations": 0, "max_iterations": None,
         "base_channels": 16, "batch_size": 6, "pretrain_epochs": 100,
+        "select_options": {"mc_samples": 40},
     },
 }
 
 DEFAULTS: Dict[str, Any] = {
     "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "seeds": [0],
     "models_per_round": 1, "supervision": "full", "encoder": None, "pretrain": False,
-    "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {},
+    "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
     "preset": None, "jobs": 1, "eval_split": "test", "method_embeddings": {},

@@ -92,7 +92,8 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
             method=use, budget=f"{pct:g}%", dataset=cfg["dataset"],
             embeddings=embeddings if use == method else None,
             models=models if (use == method and needs_model(method)) else [],
-            labeled=str(labeled) if labeled else None, seed=rseed, out=sel, device=cfg["device"]),
+            labeled=str(labeled) if labeled else None, seed=rseed, out=sel, device=cfg["device"],
+            **(cfg.get("select_options") or {})),
             summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
                                  "labeled": len((m or {}).get("labeled", {}))})
         model_dir = rd / "model"
