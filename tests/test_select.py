@@ -17,6 +17,15 @@ FAST = {"gcn_epochs": 10, "vaal_epochs": 1, "max_clusters": 50}
 MODEL_METHODS = [n for n in METHODS.names() if METHODS.info(n)["needs"] in ("model", "ensemble")]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the test machine's cores are shared: oversubscribed threads make these tests 10x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def emb_store(phantom_store, tmp_path_factory):
     ds = DatasetStore(phantom_store)
