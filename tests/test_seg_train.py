@@ -206,3 +206,23 @@ def test_mc_dropout_passes_differ_seeded_and_bn_eval(ensemble_dir, phantom_store
         plain = load_model(ensemble_dir, device="cpu")(x)
     torch.testing.assert_close(mc, plain)
     assert all(torch.equal(s, m.running_mean) for s, m in zip(stats, bn))
+
+
+def test_unet_resnet50_loads_local_backbone_and_trains(phantom_store, tmp_path):
+    import torchvision
+
+    from alseg_cli.segmentation.nets import ResNet50UNet
+
+    ref = torchvision.models.resnet50(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "r50.pth")
+    net = ResNet50UNet(1, 4, backbone_weights=tmp_path / "r50.pth")
+    # 3-channel ImageNet stem averaged onto the single grey channel (times 1 channel)
+    torch.testing.assert_close(net.stem[0].weight, ref.conv1.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(net.layers[3][0].conv1.weight, ref.layer4[0].conv1.weight)
+    m = train_seg(phantom_store, "all", tmp_path / "r", model="unet-resnet50", backbone_weights=tmp_path / "r50.pth",
+                  iterations=2, val_every=2, progress=False, batch_size=2)
+    assert m["model"] == "unet-resnet50"
+    assert load_model(tmp_path / "r", device="cpu")(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 64, 64)
+    (tmp_path / "bad.pth").write_text("not weights")
+    with pytest.raises(AlsegError, match="not a torch state dict"):
+        ResNet50UNet(1, 4, backbone_weights=tmp_path / "bad.pth")

@@ -147,7 +147,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
                         config["base_channels"], backbone_weights).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     gen = torch_generator(seed)
-    it, curve, best, best_it, seconds = 0, [], -1.0, 0, 0.0
+    it, curve, best, best_it, seconds, val_seconds = 0, [], -1.0, 0, 0.0, 0.0
     if (mdir / "last.pt").exists():
         ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
         net.load_state_dict(ck["state_dict"])
@@ -155,6 +155,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         it, curve, best, best_it, seconds = ck["iteration"], ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["seconds"]
+        val_seconds = ck.get("val_seconds", 0.0)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     dmpls = config["model"] == "dmpls"
@@ -185,7 +186,9 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
             it += 1
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
+                t_val = time.time()
                 vd = validation_dice(net, *val, config["num_classes"], dev)
+                val_seconds += time.time() - t_val
                 elapsed = time.time() - start
                 curve.append({"iteration": it, "loss": float(np.mean(losses)), "val_dice": vd,
                               "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3)})
@@ -194,7 +197,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
                     best, best_it = vd, it
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
                                 "val_dice": vd}, mdir / "best.pt")
-                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, config)
+                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config)
             if bar:
                 rate = it / max(1e-9, time.time() - start)
                 vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
@@ -207,16 +210,19 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     write_json(mdir / "curve.json", curve)
     write_curve_png(curve, mdir / "curve.png", title=f"{config['model']} seed {seed}")
     done = {"seed": seed, "best_val_dice": best, "best_iteration": best_it, "dir": mdir.name,
-            "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3)}
+            "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3),
+            # training speed without the validation passes (what the benchmark compares)
+            "validation_seconds": round(val_seconds, 3),
+            "train_it_per_s": round(it / max(1e-9, seconds - val_seconds), 3)}
     write_json(mdir / "done.json", done)
     return done
 
 
-def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, config):
+def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, val_seconds, config):
     tmp = mdir / "last.pt.tmp"
     torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "iteration": it, "curve": curve, "best_val_dice": best,
-                "best_iteration": best_it, "seconds": seconds, "config": config}, tmp)
+                "best_iteration": best_it, "seconds": seconds, "val_seconds": val_seconds, "config": config}, tmp)
     os.replace(tmp, mdir / "last.pt")
 
 
