@@ -5,8 +5,10 @@ each step adds the point farthest from its nearest centre. ``min_d`` (N,) holds 
 point's squared distance to its nearest centre, so memory is O(N d): the N x d vectors
 plus O(N) state plus one (chunk x d) temporary. No N x N or k x N matrix is ever built.
 
-Exactness: each step computes ``((x - c) ** 2).sum`` in float32 (never the cancellation-
-prone ||x||^2 - 2 x.c + ||c||^2), so picks match a float64 greedy up to genuine ties.
+Exactness: every stored distance is ``((x - c) ** 2).sum`` in float32 (never the
+cancellation-prone ||x||^2 - 2 x.c + ||c||^2), so picks match a float64 greedy up to
+genuine ties. On CPU a matrix-vector product with a rigorous error bound first filters
+the points a new centre can possibly capture; only those are recomputed exactly.
 Ties break to the lowest index (``torch.argmax`` returns the first maximum on CPU and CUDA).
 On CUDA the loop never synchronises with the host: the running argmax stays on the device
 and picked indices are fetched in blocks.
@@ -19,9 +21,9 @@ import numpy as np
 
 from ..errors import AlsegError
 
-# Rows per chunk: small on CPU so the (chunk x d) temporary stays in cache (the step is
-# then memory-bound on reading x once); large on GPU to amortise kernel launches.
-CPU_CHUNK_BYTES = 1 << 21
+# Rows per chunk: on CPU the step is a matrix-vector product (no big temporary); on GPU
+# large chunks amortise kernel launches.
+CPU_CHUNK_BYTES = 1 << 24
 GPU_CHUNK_BYTES = 1 << 28
 FETCH_BLOCK = 256          # picks fetched from the GPU at a time
 LABELED_BLOCK = 2048       # labelled centres per block when initialising min_d
@@ -63,13 +65,55 @@ def _sqdist_to(x, c, chunk: int, out):
     return out
 
 
-def _add_centre(x, idx, min_d, buf, chunk: int) -> None:
-    """Update nearest-centre distances with the new centre x[idx] (idx: 1-element tensor)."""
+def _sq_norms(x, chunk: int):
+    import torch
+
+    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start:start + chunk].float()
+        out[start:start + chunk] = (xs * xs).sum(1)
+    return out
+
+
+def _update_filtered(x, c, min_d, xn, chunk: int, tol: float) -> None:
+    """CPU step: min_d = min(min_d, ||x - c||^2), exact, at about the cost of one read of x.
+
+    A matrix-vector product gives every distance approximately (one pass over x, no
+    temporary); its rounding error is below ``tol * (||x|| + ||c||)^2`` (the worst-case
+    float32 dot-product bound). Only points whose approximate distance could beat their
+    current min_d (a small fraction after the first picks) are recomputed exactly as
+    ((x - c)^2).sum, so min_d holds exactly what the direct formula gives.
+    """
+    import torch
+
+    cn = float((c * c).sum())
+    cnorm = cn ** 0.5
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start:start + chunk]
+        approx = xn[start:start + chunk] - 2.0 * (xs.float() @ c) + cn
+        err = tol * (xn[start:start + chunk].sqrt() + cnorm) ** 2
+        md = min_d[start:start + chunk]
+        cand = torch.nonzero(approx - err < md).flatten()
+        if cand.numel():
+            diff = xs.index_select(0, cand).float() - c
+            exact = (diff * diff).sum(1)
+            md.index_copy_(0, cand, torch.minimum(md.index_select(0, cand), exact))
+
+
+def _add_centre(x, idx, min_d, buf, chunk: int, xn=None, tol: float = 0.0) -> None:
+    """Update nearest-centre distances with the new centre x[idx] (idx: 1-element tensor).
+
+    On GPU every distance is computed directly (no data-dependent shapes, so no host sync);
+    on CPU (``xn`` given) the filtered matrix-vector update reads x only once.
+    """
     import torch
 
     c = x.index_select(0, idx)[0].float()
-    _sqdist_to(x, c, chunk, buf)
-    torch.minimum(min_d, buf, out=min_d)
+    if xn is not None:
+        _update_filtered(x, c, min_d, xn, chunk, tol)
+    else:
+        _sqdist_to(x, c, chunk, buf)
+        torch.minimum(min_d, buf, out=min_d)
     min_d.index_fill_(0, idx, -1.0)
 
 
@@ -146,17 +190,19 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     with torch.no_grad():
         min_d = init_min_distances(x, lab_t, chunk)
         buf = torch.empty(n, dtype=torch.float32, device=dev)
+        xn = _sq_norms(x, chunk) if dev.type == "cpu" else None
+        tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
         else:
             first = torch.tensor([int(np.random.default_rng(seed).integers(n))], device=dev)
-            _add_centre(x, first, min_d, buf, chunk)
+            _add_centre(x, first, min_d, buf, chunk, xn, tol)
             picks[0:1].copy_(first)
             start_step = 1
         for step in range(start_step, budget):
             idx = torch.argmax(min_d).view(1)   # stays on the device: no host sync per step
             picks[step:step + 1].copy_(idx)
-            _add_centre(x, idx, min_d, buf, chunk)
+            _add_centre(x, idx, min_d, buf, chunk, xn, tol)
     out = []
     for s in range(0, budget, FETCH_BLOCK):
         out.extend(int(i) for i in picks[s:s + FETCH_BLOCK].cpu().tolist())

@@ -1,0 +1,189 @@
+"""Benchmark `select` (issue 5, "Measure"): k-center greedy speed, bandwidth, exactness; method times.
+
+    python benchmarks/bench_select.py [--sizes 20000,100000] [--dim 512] [--acdc /tmp/acdc128.zarr]
+
+For each N: random float32 vectors (d = 512), 10% labelled, budget 1% of N.
+- alseg: time of the labelled initialisation and time per pick of ``kcenter_greedy``.
+- naive: the reference code's way, one ``scipy.spatial.distance.cdist`` (float64) of all
+  points to the new centre per step; at large N only ``--naive-steps`` steps are timed and
+  the per-pick time is extrapolated.
+- bandwidth: bytes of the vectors read per pick / time per pick, against a numpy ``sum``
+  over the same array in the same run (the machine's measured read bandwidth).
+- exactness (N <= --exact-max): a full float64 greedy from the same labelled set; overlap of
+  the picks and the ratio of covering radii (1.0 up to ties).
+Then every registered method's selection time on the ACDC store when it exists.
+Prints a Markdown table on stdout; progress on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def best_time(fn, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def naive_greedy(x, labeled, picks, steps=None):
+    """Reference-style greedy: float64 cdist to each new centre. Returns (picks, min_d, s/step)."""
+    from scipy.spatial.distance import cdist
+
+    min_d = np.full(x.shape[0], np.inf)
+    for s in range(0, len(labeled), 1024):     # initial distances, in blocks of centres
+        min_d = np.minimum(min_d, cdist(x, x[labeled[s:s + 1024]]).min(1))
+    out = []
+    n_steps = picks if steps is None else min(steps, picks)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        d = min_d.copy()
+        d[labeled] = -1
+        d[out] = -1
+        c = int(np.argmax(d))
+        out.append(c)
+        min_d = np.minimum(min_d, cdist(x, x[c][None]).ravel())
+    return out, min_d, (time.perf_counter() - t) / n_steps
+
+
+def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device):
+    import torch
+
+    from alseg_cli import kcenter_greedy
+    from alseg_cli.acquisition.kcenter import covering_radius, default_chunk_rows, init_min_distances
+    from alseg_cli.device import resolve_device
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    lab = np.sort(rng.choice(n, int(n * labeled_frac), replace=False))
+    budget = int(n * budget_frac)
+    picks_timed = min(budget, max_picks) if max_picks else budget
+    dev = resolve_device(device)
+    read_s = best_time(lambda: x.sum(dtype=np.float32))
+    bandwidth = x.nbytes / read_s
+    xt = torch.from_numpy(x).to(dev)
+    chunk = default_chunk_rows(dim, dev.type)
+    t = time.perf_counter()
+    init_min_distances(xt, torch.from_numpy(lab).to(dev), chunk)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t_init = time.perf_counter() - t
+    log(f"N={n}: init {t_init:.2f} s, greedy {picks_timed} picks ...")
+    t = time.perf_counter()
+    ours = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev)
+    t_total = time.perf_counter() - t
+    per_pick = max(1e-9, (t_total - t_init) / picks_timed)
+    exact = n <= exact_max and picks_timed == budget
+    log(f"N={n}: naive reference ({'full' if exact else f'{naive_steps} steps'}) ...")
+    ref, ref_min, naive_pick = naive_greedy(x.astype(np.float64) if exact else x, lab, budget,
+                                            steps=None if exact else naive_steps)
+    row = {"N": n, "d": dim, "labelled": int(lab.size), "budget": budget, "picks_timed": picks_timed,
+           "device": str(dev), "init_s": t_init, "alseg_ms_per_pick": per_pick * 1e3,
+           "naive_ms_per_pick": naive_pick * 1e3, "speedup": naive_pick / per_pick,
+           "numpy_sum_GBps": bandwidth / 1e9, "alseg_GBps": x.nbytes / per_pick / 1e9,
+           "bandwidth_ratio": x.nbytes / per_pick / bandwidth}
+    if exact:
+        r_ours = covering_radius(x, np.concatenate([lab, ours]))
+        r_ref = float(ref_min.max())                    # cdist gives distances, not squares
+        row.update({"overlap": len(set(ours) & set(ref)) / budget, "same_order": ours == ref,
+                    "radius_ratio": r_ours / r_ref})
+    return row
+
+
+def bench_methods(acdc, device):
+    """Selection time of every method on the ACDC store (a tiny model for model methods)."""
+    import torch
+    import torch.nn.functional as F
+
+    from alseg_cli.acquisition import METHODS
+    from alseg_cli.acquisition.select import select
+    from alseg_cli.store import DatasetStore, write_embeddings
+
+    ds = DatasetStore(acdc)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_select_"))
+    imgs = torch.from_numpy(ds.images())
+    vec = F.interpolate(imgs, size=(32, 32), mode="area").reshape(len(ds), -1).numpy()
+    write_embeddings(tmp / "emb.zarr", vec, ds.slice_ids.tolist(),
+                     {"dataset": str(acdc), "encoder": {"kind": "pixels-32", "gcl": False}})
+    r0 = tmp / "r0.json"
+    select(method="random", budget="2%", dataset=acdc, seed=0, out=r0)
+    model = None
+    try:
+        from alseg_cli.segmentation.train import train_seg
+
+        log("ACDC: training a tiny 2-member model for the model-based methods ...")
+        train_seg(acdc, str(r0), tmp / "model", base_channels=4, iterations=20, min_iterations=1,
+                  batch_size=4, val_every=20, ensemble=2, seed=0, device=device, progress=False)
+        model = str(tmp / "model")
+    except Exception as exc:  # report, do not hide
+        log(f"ACDC: no model ({exc.__class__.__name__}: {exc}); model methods skipped")
+    rows = []
+    for name in METHODS.names():
+        needs = METHODS.info(name)["needs"]
+        if needs in ("model", "ensemble") and model is None:
+            continue
+        kw = {"embeddings": tmp / "emb.zarr"}
+        if name == "gcl-coreset":
+            continue                                    # needs GCL embeddings; same kernel as coreset
+        if needs in ("model", "ensemble"):
+            kw = {"models": [model]}
+        log(f"ACDC: {name} ...")
+        m = select(method=name, budget="5%", labeled=r0, seed=0, device=device, dataset=acdc, **kw)
+        rows.append({"method": name, "needs": needs, "added": m["budget"]["added"],
+                     "pool": m["budget"]["pool"], "seconds": m["seconds"]})
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="20000,100000")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--budget-frac", type=float, default=0.01)
+    p.add_argument("--labeled-frac", type=float, default=0.10)
+    p.add_argument("--naive-steps", type=int, default=5)
+    p.add_argument("--exact-max", type=int, default=20000)
+    p.add_argument("--max-picks", type=int, default=0, help="time at most this many picks (0: the budget)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--acdc", default="/tmp/acdc128.zarr")
+    p.add_argument("--skip-methods", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rows = [bench_kernel(int(n), a.dim, a.budget_frac, a.labeled_frac, a.naive_steps, a.exact_max,
+                         a.max_picks, a.device) for n in a.sizes.split(",") if n]
+    print("| N | d | labelled | budget | picks timed | device | init s | alseg ms/pick | naive ms/pick | "
+          "speedup | numpy sum GB/s | alseg GB/s | bandwidth ratio | overlap | radius ratio |")
+    print("|" + "---|" * 15)
+    for r in rows:
+        print(f"| {r['N']} | {r['d']} | {r['labelled']} | {r['budget']} | {r['picks_timed']} | {r['device']} | "
+              f"{r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | {r['naive_ms_per_pick']:.2f} | "
+              f"{r['speedup']:.1f}x | {r['numpy_sum_GBps']:.2f} | {r['alseg_GBps']:.2f} | "
+              f"{r['bandwidth_ratio']:.2f} | {r.get('overlap', '-')} | {r.get('radius_ratio', '-')} |")
+    if not a.skip_methods and Path(a.acdc).exists():
+        mrows = bench_methods(a.acdc, a.device)
+        print("\n| method | needs | added | pool | seconds |\n|---|---|---|---|---|")
+        for r in mrows:
+            print(f"| {r['method']} | {r['needs']} | {r['added']} | {r['pool']} | {r['seconds']:.2f} |")
+    elif not a.skip_methods:
+        log(f"{a.acdc} not found: per-method ACDC timings skipped")
+    print(json.dumps({"kernel": rows}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
