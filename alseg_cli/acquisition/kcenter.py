@@ -75,25 +75,25 @@ def _sq_norms(x, chunk: int):
     return out
 
 
-def _update_filtered(x, c, min_d, xn, chunk: int, tol: float) -> None:
+def _update_filtered(x, c, min_d, xn_low, chunk: int, tol: float) -> None:
     """CPU step: min_d = min(min_d, ||x - c||^2), exact, at about the cost of one read of x.
 
-    A matrix-vector product gives every distance approximately (one pass over x, no
-    temporary); its rounding error is below ``tol * (||x|| + ||c||)^2`` (the worst-case
-    float32 dot-product bound). Only points whose approximate distance could beat their
-    current min_d (a small fraction after the first picks) are recomputed exactly as
-    ((x - c)^2).sum, so min_d holds exactly what the direct formula gives.
+    One fused matrix-vector product (addmv) gives every distance approximately, without a
+    (chunk x d) temporary. Its float32 rounding error is below tol * (||x|| + ||c||)^2
+    <= 2 tol (||x||^2 + ||c||^2) (worst-case dot-product bound), so a point can only be
+    captured by the new centre if (1 - 2 tol)(||x||^2 + ||c||^2) - 2 x.c < min_d;
+    ``xn_low`` holds (1 - 2 tol) ||x||^2. Only those candidates (a small fraction after the
+    first picks) are recomputed exactly as ((x - c)^2).sum, so min_d holds exactly what
+    the direct formula gives.
     """
     import torch
 
-    cn = float((c * c).sum())
-    cnorm = cn ** 0.5
+    cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol)
     for start in range(0, x.shape[0], chunk):
         xs = x[start:start + chunk]
-        approx = xn[start:start + chunk] - 2.0 * (xs.float() @ c) + cn
-        err = tol * (xn[start:start + chunk].sqrt() + cnorm) ** 2
+        lower = torch.addmv(xn_low[start:start + chunk], xs.float(), c, alpha=-2.0)
         md = min_d[start:start + chunk]
-        cand = torch.nonzero(approx - err < md).flatten()
+        cand = torch.nonzero(lower + cn_low < md).flatten()
         if cand.numel():
             diff = xs.index_select(0, cand).float() - c
             exact = (diff * diff).sum(1)
@@ -190,8 +190,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     with torch.no_grad():
         min_d = init_min_distances(x, lab_t, chunk)
         buf = torch.empty(n, dtype=torch.float32, device=dev)
-        xn = _sq_norms(x, chunk) if dev.type == "cpu" else None
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
+        xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if dev.type == "cpu" else None
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
         else:
