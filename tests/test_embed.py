@@ -214,3 +214,17 @@ def test_cli_manifest_on_stdout_and_one_line_errors(phantom_store, tmp_path):
     assert res.exit_code == 1 and "resnet18:PATH.pth" in res.output
     res = runner.invoke(app, ["pretrain", str(phantom_store), "-o", str(tmp_path / "enc"), "--weights", "1,2"])
     assert res.exit_code != 0
+
+
+def test_real_shell_pipe_into_select(phantom_store, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    alseg = Path(sys.executable).parent / "alseg"
+    cmd = (f"'{alseg}' embed '{phantom_store}' --encoder pixels --pixels-size 8 -o '{tmp_path / 'e.zarr'}' "
+           f"--device cpu | '{alseg}' select --method coreset --budget 10% --device cpu")
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert m["kind"] == "selection" and len(m["selected"]) == 13   # floor(10% of 130 train slices)
