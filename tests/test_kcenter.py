@@ -97,3 +97,14 @@ def test_bad_inputs():
     with pytest.raises(AlsegError, match="out of range"):
         kcenter_greedy(ok, 1, labeled=[10], device="cpu")
     assert kcenter_greedy(ok, 0, device="cpu") == []
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_direct_and_filtered_updates_agree(offset):
+    # "direct" is the GPU path, "filtered" the CPU one; both must reproduce the float64 greedy
+    x = (np.random.default_rng(6).normal(size=(350, 40)) + offset).astype(np.float32)
+    ref = brute_greedy(x, 30, labeled=[1, 2])
+    for update in ("direct", "filtered"):
+        assert kcenter_greedy(x, 30, labeled=[1, 2], device="cpu", update=update, chunk_size=33) == ref
+    with pytest.raises(AlsegError, match="update"):
+        kcenter_greedy(x, 3, device="cpu", update="fast")

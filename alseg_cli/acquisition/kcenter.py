@@ -153,13 +153,16 @@ def init_min_distances(x, centres, chunk: int):
 
 
 def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None, seed: int = 0,
-                   device="auto", chunk_size: Optional[int] = None, check: bool = True) -> list:
+                   device="auto", chunk_size: Optional[int] = None, check: bool = True,
+                   update: str = "auto") -> list:
     """Pick ``budget`` new indices by k-center greedy; returns them in selection order.
 
     ``vectors`` (N, d) numpy array or torch tensor (float32/float16/bfloat16; float64 is
     cast to float32); ``labeled`` indices are the initial centres; with none, the first
     centre is drawn with ``np.random.default_rng(seed)`` and counts towards the budget.
-    ``chunk_size`` rows per chunk (any value gives the same picks).
+    ``chunk_size`` rows per chunk (any value gives the same picks). ``update``: "direct"
+    (every distance as ((x - c)^2).sum; the GPU default), "filtered" (matrix-vector bound,
+    exact recompute of candidates; the CPU default) or "auto"; both give the same picks.
     """
     import torch
 
@@ -191,7 +194,10 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
         min_d = init_min_distances(x, lab_t, chunk)
         buf = torch.empty(n, dtype=torch.float32, device=dev)
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
-        xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if dev.type == "cpu" else None
+        if update not in ("auto", "direct", "filtered"):
+            raise AlsegError(f"update {update!r}: choose auto, direct or filtered")
+        filtered = update == "filtered" or (update == "auto" and dev.type == "cpu")
+        xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if filtered else None
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
         else:
