@@ -89,7 +89,8 @@ def test_evaluate_bad_inputs(phantom_store, model_dir, tmp_path):
         evaluate(phantom_store, model_dir, split="nope", progress=False)
     with pytest.raises(AlsegError, match="not a model directory"):
         evaluate(phantom_store, tmp_path, progress=False)
-    small = write_phantom_store(tmp_path / "small.zarr", patients=3, size=32, slices=4) and tmp_path / "small.zarr"
+    small = tmp_path / "small.zarr"
+    write_phantom_store(small, patients=3, size=32, slices=4)
     with pytest.raises(AlsegError, match="size=64"):
         evaluate(small, model_dir, progress=False)
     assert not (tmp_path / "eval.json").exists()
