@@ -51,8 +51,11 @@ def detect_slice_axis(shapes: Sequence[Sequence[int]],
 
 
 def check_labels(arr: np.ndarray, where: str, allowed: Optional[set] = None,
-                 binarize: bool = False) -> np.ndarray:
-    """Integer class labels in 0..254 (and in dataset.json's set when given) -> uint8."""
+                 binarize: bool = False, unannotated: Optional[int] = None) -> np.ndarray:
+    """Integer class labels in 0..254 (and in dataset.json's set when given) -> uint8.
+
+    ``unannotated`` (scribbles only) is accepted too, so ``--unannotated 255`` works.
+    """
     arr = np.asarray(arr)
     if arr.dtype.kind == "b":
         arr = arr.astype(np.uint8)
@@ -65,7 +68,9 @@ def check_labels(arr: np.ndarray, where: str, allowed: Optional[set] = None,
         raise AlsegError(f"{where}: labels have dtype {arr.dtype}, expected integers")
     if binarize:
         return (arr > 0).astype(np.uint8)
-    lo, hi = arr.min(), arr.max()
+    # the unannotated scribble value may be 255; every other value must be a class index
+    vals = arr if unannotated is None or not 0 <= unannotated <= 255 else arr[arr != unannotated]
+    lo, hi = (vals.min(), vals.max()) if vals.size else (0, 0)
     if lo < 0:
         raise AlsegError(f"{where}: negative label value {lo:g}")
     if hi >= 255:
@@ -87,7 +92,8 @@ def _slices_first(data: np.ndarray, axis: int, channels: bool) -> np.ndarray:
     return np.transpose(data, (axis, *spatial))
 
 
-def load_volume(spec: VolumeSpec, axis: int, normalize: bool, allowed: Optional[set]) -> Volume:
+def load_volume(spec: VolumeSpec, axis: int, normalize: bool, allowed: Optional[set],
+                unannotated: Optional[int] = None) -> Volume:
     """Read, check and reorient one volume (slice axis first)."""
     chans = [read(r) for r in spec.images]
     first = chans[0]
@@ -109,7 +115,8 @@ def load_volume(spec: VolumeSpec, axis: int, normalize: bool, allowed: Optional[
             raise AlsegError(f"{ref}: {kind} shape {raw.data.shape} does not match image "
                              f"{spec.images[0]} shape {data.shape[:3]}")
         lab = check_labels(raw.data, str(ref), allowed if kind == "mask" else None,
-                           binarize=spec.binarize and kind == "mask")
+                           binarize=spec.binarize and kind == "mask",
+                           unannotated=unannotated if kind == "scribble" else None)
         labels[kind] = np.ascontiguousarray(_slices_first(lab, axis, channels=False))
     if normalize:
         image = normalize_volume(image)
@@ -142,6 +149,8 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
     mpath = manifest_path(out)
     check_writable(out, force)          # fail before any work, and never leave a store without
     check_writable(mpath, force)        # its manifest
+    if unannotated is not None and not 0 <= unannotated <= 255:
+        raise AlsegError(f"--unannotated {unannotated}: must be a uint8 value 0..255")
     if slice_axis is not None and slice_axis not in (0, 1, 2):
         raise AlsegError(f"--slice-axis {slice_axis}: must be 0, 1 or 2")
     args = {"source": str(source) if source is not None else None, "size": size, "split": split,
@@ -189,13 +198,14 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
              "preprocessing": {"size": size, "normalize": "percentile 0.5/99.5 -> [0,1]" if normalize
                                else None, "slice_axis": axis, "slice_axis_reason": why},
              "slice_axis": axis}
+    scribble_unannotated = unannotated if unannotated is not None else listing.unannotated
     stats = {"max_label": -1, "volumes": 0, "scribbles": False}
     total = len(specs)
 
     def stream():
         for i, spec in enumerate(specs):
             try:
-                vol = load_volume(spec, axis, normalize, allowed)
+                vol = load_volume(spec, axis, normalize, allowed, scribble_unannotated)
             except AlsegError as exc:
                 if not skip_bad:
                     raise

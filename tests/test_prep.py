@@ -321,3 +321,32 @@ def test_split_file_missing_patient_and_bad_options(tmp_path):
     assert r.exit_code != 0 and "sum to 1" in r.stderr
     r = runner.invoke(app, ["prep", str(tmp_path / "nope"), "-o", str(tmp_path / "out.zarr")])
     assert r.exit_code != 0 and "source not found" in r.stderr
+
+
+def test_check_labels_values():
+    from alseg_cli.prep import check_labels
+
+    assert check_labels(np.array([0.0, 2.0, 1.0]), "f").dtype == np.uint8
+    for bad, msg in (([0, 255], "out of range"), ([-1, 0], "negative"), ([0.5], "not integers"),
+                     ([np.nan], "NaN"), ([0, 3], "not a class")):
+        with pytest.raises(AlsegError, match=msg):
+            check_labels(np.array(bad), "lab.nii.gz", allowed={0, 1, 2} if msg == "not a class" else None)
+    np.testing.assert_array_equal(check_labels(np.array([0, 255, 2]), "s", unannotated=255), [0, 255, 2])
+    np.testing.assert_array_equal(check_labels(np.array([0, 7, 2]), "m", binarize=True), [0, 1, 1])
+
+
+def test_scribbles_with_unannotated_255(tmp_path):
+    im, ma, sc = (tmp_path / d for d in ("im", "ma", "sc"))
+    for d in (im, ma, sc):
+        d.mkdir()
+    rng = np.random.default_rng(5)
+    mask = rng.integers(0, 3, (8, 8, 4)).astype(np.uint8)
+    save_nii(im / "v.nii.gz", rng.random((8, 8, 4)).astype(np.float32))
+    save_nii(ma / "v.nii.gz", mask)
+    save_nii(sc / "v_scribble.nii.gz", np.where(rng.random(mask.shape) < 0.2, mask, 255).astype(np.uint8))
+    with pytest.raises(AlsegError, match="out of range"):
+        run_prep(None, tmp_path / "a.zarr", size=8, split="train=1", images=im, masks=ma, scribbles=sc)
+    m = run_prep(None, tmp_path / "b.zarr", size=8, split="train=1", images=im, masks=ma, scribbles=sc,
+                 unannotated=255)
+    ds = DatasetStore(tmp_path / "b.zarr")
+    assert m["unannotated"] == 255 and ds.num_classes == 3 and 255 in np.unique(ds.scribbles())

@@ -46,9 +46,10 @@ def command(
     Prints the manifest as one JSON line on stdout; progress and a summary go to stderr.
     """
     from .. import api
+    from ..errors import AlsegError
 
     if split and split_file:
-        raise typer.BadParameter("give --split or --split-file, not both")
+        raise AlsegError("give --split or --split-file, not both")
     with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True,
                   # off when stderr is not a terminal: nothing to animate, and error output
