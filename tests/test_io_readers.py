@@ -145,3 +145,27 @@ def test_detect_slice_axis_rules():
     assert detect_slice_axis(shapes, [(1.0, 1.0, 1.0)] * 4)[0] == 2
     # the median over volumes decides, so one odd volume cannot flip the dataset
     assert detect_slice_axis([(100, 100, 9)] * 3 + [(5, 100, 100)], [None] * 4)[0] == 2
+
+
+def test_dicom_series_folder(tmp_path):
+    """A DICOM series (one file per slice) written with SimpleITK reads back as (x, y, z)."""
+    zyx = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    img = sitk.GetImageFromArray(zyx)
+    img.SetSpacing((0.8, 0.9, 3.0))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    uid = "1.2.826.0.1.3680043.2.1125.1"
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(zyx.shape[0]):
+        s = img[:, :, k]
+        for tag, val in (("0020|000e", uid + ".2"), ("0020|000d", uid + ".3"), ("0008|0060", "MR"),
+                         ("0020|0032", f"0\\0\\{3.0 * k}"), ("0020|0013", str(k)),
+                         ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0018|0050", "3.0")):
+            s.SetMetaData(tag, val)
+        writer.SetFileName(str(folder / f"s{k:03d}.dcm"))
+        writer.Execute(s)
+    raw = read(Ref("dicom", str(folder)))
+    np.testing.assert_array_equal(raw.data, zyx.transpose(2, 1, 0))
+    np.testing.assert_allclose(raw.spacing, (0.8, 0.9, 3.0))
+    assert header(Ref("dicom", str(folder)))[0] == (5, 6, 4)
