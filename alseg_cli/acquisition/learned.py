@@ -101,10 +101,10 @@ def kmeans(x, k: int, seed: int, iters: int = 50):
         if labels is not None and torch.equal(new, labels):
             break
         labels = new
-        for j in range(k):
-            members = labels == j
-            if members.any():
-                c[j] = x[members].mean(0)
+        sums = torch.zeros_like(c).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k)
+        filled = counts > 0                      # an emptied cluster keeps its old centre
+        c[filled] = sums[filled] / counts[filled, None].to(x.dtype)
     return labels.numpy(), c
 
 
@@ -137,8 +137,9 @@ def select_typiclust(ctx: SelectionContext) -> List[int]:
     knn_max = int(ctx.options.get("typiclust_knn", 20))
     picks: List[int] = []
     taken = is_lab.copy()
+    untaken = np.bincount(labels[~taken], minlength=n_clusters)
     while len(picks) < ctx.k:
-        free = np.array([(~taken[labels == j]).any() for j in range(n_clusters)])
+        free = untaken > 0
         # fewest labelled points first, then the largest cluster, then the lowest cluster id
         order = np.lexsort((np.arange(n_clusters), -sizes, covered))
         j = next(int(c) for c in order if free[c])
@@ -148,6 +149,7 @@ def select_typiclust(ctx: SelectionContext) -> List[int]:
         best = top_k(cand, typ[np.searchsorted(members, cand)], 1)[0]
         picks.append(int(nodes[best]))
         taken[best] = True
+        untaken[j] -= 1
         covered[j] += 1
     return picks
 
