@@ -15,6 +15,7 @@ and picked indices are fetched in blocks.
 """
 from __future__ import annotations
 
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -154,7 +155,7 @@ def init_min_distances(x, centres, chunk: int):
 
 def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None, seed: int = 0,
                    device="auto", chunk_size: Optional[int] = None, check: bool = True,
-                   update: str = "auto") -> list:
+                   update: str = "auto", stats: Optional[dict] = None) -> list:
     """Pick ``budget`` new indices by k-center greedy; returns them in selection order.
 
     ``vectors`` (N, d) numpy array or torch tensor (float32/float16/bfloat16; float64 is
@@ -163,6 +164,7 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     ``chunk_size`` rows per chunk (any value gives the same picks). ``update``: "direct"
     (every distance as ((x - c)^2).sum; the GPU default), "filtered" (matrix-vector bound,
     exact recompute of candidates; the CPU default) or "auto"; both give the same picks.
+    ``stats``: a dict that receives ``init_s`` and ``loop_s`` (synchronises the GPU to time).
     """
     import torch
 
@@ -190,7 +192,14 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     picks = torch.empty(budget, dtype=torch.long, device=dev)
     start_step = 0
     lab_t = torch.from_numpy(lab).to(dev)
+
+    def clock():
+        if stats is not None and dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
     with torch.no_grad():
+        t0 = clock()
         min_d = init_min_distances(x, lab_t, chunk)
         buf = torch.empty(n, dtype=torch.float32, device=dev)
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
@@ -198,6 +207,7 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
             raise AlsegError(f"update {update!r}: choose auto, direct or filtered")
         filtered = update == "filtered" or (update == "auto" and dev.type == "cpu")
         xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if filtered else None
+        t1 = clock()
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
         else:
@@ -209,6 +219,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
             idx = torch.argmax(min_d).view(1)   # stays on the device: no host sync per step
             picks[step:step + 1].copy_(idx)
             _add_centre(x, idx, min_d, buf, chunk, xn, tol)
+        if stats is not None:
+            stats.update(init_s=t1 - t0, loop_s=clock() - t1)
     out = []
     for s in range(0, budget, FETCH_BLOCK):
         out.extend(int(i) for i in picks[s:s + FETCH_BLOCK].cpu().tolist())
