@@ -223,10 +223,10 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
         # class count found while streaming (no second pass over the data) lands in the store
         attrs.update(_class_attrs(listing, stats["max_label"], unannotated, stats["scribbles"]))
 
-    if not specs:
-        raise AlsegError(f"{source}: no volumes left to write")
     meta = write_dataset(out, stream(), size, split_map, attrs, force=force)
-    return _finish(out, mpath, meta, args, seed, skipped, source, split_map)
+    inputs = {"source": source} if source is not None else {
+        k: v for k, v in (("images", images), ("masks", masks), ("scribbles", scribbles)) if v}
+    return _finish(out, mpath, meta, args, seed, skipped, inputs, split_map)
 
 
 def _class_attrs(listing: Listing, max_label: int, unannotated, has_scribbles: bool) -> Dict:
@@ -260,13 +260,13 @@ def _prep_phantoms(out, mpath, size, split, split_file, seed, patients, force, p
 
     meta = write_dataset(out, make_phantoms(patients, size, 8, seed), size, split_map, attrs,
                          force=force, on_volume=tick)
-    return _finish(out, mpath, meta, {**args, "size": size, "patients": patients}, seed, [], None, split_map)
+    return _finish(out, mpath, meta, {**args, "size": size, "patients": patients}, seed, [], {}, split_map)
 
 
-def _finish(out, mpath, meta, args, seed, skipped, source, split_map) -> Dict:
+def _finish(out, mpath, meta, args, seed, skipped, inputs, split_map) -> Dict:
     vols = meta["volumes"]
     manifest = make_manifest(
-        "dataset", args, inputs={"source": source} if source is not None and Path(source).exists() else {},
+        "dataset", args, inputs=inputs,
         outputs={"dataset": out, "manifest": mpath}, seed=seed,
         layout=meta["source"]["kind"], num_volumes=len(vols), num_slices=meta["num_slices"],
         num_patients=len({v["patient"] for v in vols}), num_classes=meta["num_classes"],

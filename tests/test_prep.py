@@ -350,3 +350,13 @@ def test_scribbles_with_unannotated_255(tmp_path):
                  unannotated=255)
     ds = DatasetStore(tmp_path / "b.zarr")
     assert m["unannotated"] == 255 and ds.num_classes == 3 and 255 in np.unique(ds.scribbles())
+
+
+def test_empty_folder_and_unknown_layout(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["prep", str(tmp_path / "empty"), "-o", str(tmp_path / "out.zarr")])
+    assert r.exit_code != 0 and "empty" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "notes.txt").write_text("x")
+    r = runner.invoke(app, ["prep", str(tmp_path / "odd"), "-o", str(tmp_path / "out.zarr")])
+    assert r.exit_code != 0 and "no known layout" in r.stderr and leftovers(tmp_path) == []

@@ -320,6 +320,8 @@ def list_source(source, opts) -> Tuple[str, Listing]:
     source = Path(source)
     if not source.exists():
         raise AlsegError(f"{source}: source not found")
+    if source.is_dir() and not any(p for p in source.iterdir() if not p.name.startswith(".")):
+        raise AlsegError(f"{source}: source folder is empty (no volumes found)")
     for name in LAYOUTS:
         if LAYOUTS.info(name)["detect"](source, opts):
             return name, LAYOUTS.get(name)(source, opts)
