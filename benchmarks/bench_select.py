@@ -98,7 +98,7 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     return row
 
 
-def bench_methods(acdc, device):
+def bench_methods(acdc, device, mc_samples=40):
     """Selection time of every method on the ACDC store (a tiny model for model methods)."""
     import torch
     import torch.nn.functional as F
@@ -136,7 +136,8 @@ def bench_methods(acdc, device):
         if needs in ("model", "ensemble"):
             kw = {"models": [model]}
         log(f"ACDC: {name} ...")
-        m = select(method=name, budget="5%", labeled=r0, seed=0, device=device, dataset=acdc, **kw)
+        m = select(method=name, budget="5%", labeled=r0, seed=0, device=device, dataset=acdc,
+                   mc_samples=mc_samples, **kw)
         rows.append({"method": name, "needs": needs, "added": m["budget"]["added"],
                      "pool": m["budget"]["pool"], "seconds": m["seconds"]})
     return rows
@@ -154,14 +155,17 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--acdc", default="/tmp/acdc128.zarr")
     p.add_argument("--skip-methods", action="store_true")
+    p.add_argument("--skip-kernel", action="store_true")
+    p.add_argument("--mc-samples", type=int, default=40, help="MC passes for bald/mc-variance on ACDC")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    rows = [bench_kernel(int(n), a.dim, a.budget_frac, a.labeled_frac, a.naive_steps, a.exact_max,
-                         a.max_picks, a.device) for n in a.sizes.split(",") if n]
+    sizes = [] if a.skip_kernel else [int(n) for n in a.sizes.split(",") if n]
+    rows = [bench_kernel(n, a.dim, a.budget_frac, a.labeled_frac, a.naive_steps, a.exact_max,
+                         a.max_picks, a.device) for n in sizes]
     print("| N | d | labelled | budget | picks timed | device | init s | alseg ms/pick | naive ms/pick | "
           "speedup | numpy sum GB/s | alseg GB/s | bandwidth ratio | overlap | radius ratio |")
     print("|" + "---|" * 15)
@@ -171,7 +175,7 @@ def main(argv=None):
               f"{r['speedup']:.1f}x | {r['numpy_sum_GBps']:.2f} | {r['alseg_GBps']:.2f} | "
               f"{r['bandwidth_ratio']:.2f} | {r.get('overlap', '-')} | {r.get('radius_ratio', '-')} |")
     if not a.skip_methods and Path(a.acdc).exists():
-        mrows = bench_methods(a.acdc, a.device)
+        mrows = bench_methods(a.acdc, a.device, a.mc_samples)
         print("\n| method | needs | added | pool | seconds |\n|---|---|---|---|---|")
         for r in mrows:
             print(f"| {r['method']} | {r['needs']} | {r['added']} | {r['pool']} | {r['seconds']:.2f} |")
