@@ -222,12 +222,12 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
                 loss, parts = gcl_total_loss(zproj.float(), cfg["tau"], weights, groups=labels,
                                              patients=torch.as_tensor(pat[batch], device=dev),
                                              G=G, return_parts=True)
+                if not torch.isfinite(loss):   # stop before a NaN reaches the weights
+                    raise AlsegError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr or raise --tau")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                if not torch.isfinite(loss):
-                    raise AlsegError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr or raise --tau")
                 totals += float(loss.detach())
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + v
