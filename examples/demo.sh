@@ -6,7 +6,7 @@
 set -euo pipefail
 ALSEG=${ALSEG:-.venv/bin/alseg}
 OUT=${OUT:-demo}
-JOBS=${JOBS:-1}
+JOBS=${JOBS:-2}
 mkdir -p "$OUT"
 
 # 1. a dataset store of synthetic 3D volumes (12 patients x 2 frames, 64 px), split by patient
@@ -16,10 +16,8 @@ fi
 
 # 2. the experiment: every round writes demo/run/<method>/seed<k>/round<pct>/
 #    {selection.json, model/, eval.json}; the manifest (kind "loop") goes to stdout.
-$ALSEG loop -o "$OUT/run" --dataset "$OUT/data.zarr" \
-  --methods random,coreset,gcl-coreset --seeds 0,1 --budgets 5,10,20 \
-  --preset quick --pretrain --pretrain-epochs 2 --iterations 60 --base-channels 4 \
-  --device cpu --jobs "$JOBS" > "$OUT/loop.json"
+$ALSEG loop -o "$OUT/run" --dataset "$OUT/data.zarr" --config examples/demo.toml \
+  --jobs "$JOBS" > "$OUT/loop.json"
 
 # 3. mean Dice +- paired bootstrap error (appendix D) per method and budget: table on
 #    stderr; CSV, Markdown, JSON and a PNG plot in demo/run/bootstrap/.

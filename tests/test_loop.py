@@ -181,3 +181,16 @@ def test_resume_refuses_changed_settings(tmp_path, dataset):
 def test_missing_dataset(tmp_path):
     with pytest.raises(AlsegError, match="not found"):
         run_loop(tmp_path / "run", backend=FakeBackend(), dataset=str(tmp_path / "nope.zarr"))
+
+
+@pytest.mark.slow  # spawning workers that import torch takes minutes on a busy 2-core box
+def test_parallel_jobs_match_serial(tmp_path, dataset):
+    # spawned workers import the backend by name; tests/ is on sys.path under pytest
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    run_loop(serial, backend=FakeBackend(), **options(dataset, methods="random,coreset", seeds="0"))
+    m = run_loop(parallel, backend=f"{__name__}:FakeBackend", jobs=2, threads=1,
+                 **options(dataset, methods="random,coreset", seeds="0"))
+    assert selections(parallel) == selections(serial)
+    assert [c["method"] for c in m["chains"]] == ["random", "coreset"] and m["steps_run"] == 18
+    with pytest.raises(AlsegError, match="module:Class"):
+        run_loop(tmp_path / "x", backend=FakeBackend(), jobs=2, **options(dataset))

@@ -35,6 +35,8 @@ def command(
     preset: Optional[str] = typer.Option(None, "--preset", help="quick or paper: fills unset settings."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="(method, seed) chains run in parallel processes."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process "
+                                                                    "(default: cores / jobs)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -50,7 +52,7 @@ def command(
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
-                   preset=preset, device=device, jobs=jobs)
+                   preset=preset, device=device, jobs=jobs, threads=threads)
     manifest = run_loop(out, config=str(config) if config else None, progress=not no_progress, **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "
                       f"{manifest['seconds']:.1f}s; next: alseg bootstrap {out}", highlight=False)

@@ -71,7 +71,8 @@ class ApiBackend:
                                  progress=self.progress, **options)
 
     def embed(self, dataset, out, encoder: str, device: str):
-        return self.api.embed(dataset, out, encoder=encoder, device=device, force=True)
+        return self.api.embed(dataset, out, encoder=encoder, device=device, force=True,
+                              progress=self.progress)
 
     def select(self, *, method, budget, dataset, embeddings, models: List[str], labeled, seed, out, device,
                **options):

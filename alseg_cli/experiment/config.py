@@ -36,11 +36,12 @@ DEFAULTS: Dict[str, Any] = {
     "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
-    "preset": None, "jobs": 1, "eval_split": "test", "method_embeddings": {},
+    "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
 }
 
 # Settings that may change between a run and its resume without changing any result.
-FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset"}
+# (threads may change CPU float rounding, never selections of seeded non-model methods.)
+FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads"}
 
 
 def parse_list(value, cast=float, name: str = "value") -> List:
@@ -150,6 +151,12 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         if int(cfg[key]) < 1:
             raise AlsegError(f"--{key.replace('_', '-')} {cfg[key]}: must be at least 1")
         cfg[key] = int(cfg[key])
+    if cfg["threads"] is None:
+        # torch's default (all cores in every process) oversubscribes a shared or parallel
+        # machine badly (14x slower training measured on 2 busy cores): split the cores.
+        import os
+        cfg["threads"] = max(1, (os.cpu_count() or 1) // cfg["jobs"])
+    cfg["threads"] = int(cfg["threads"])
     return cfg
 
 

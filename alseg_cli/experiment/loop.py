@@ -69,10 +69,17 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
 
+def set_threads(cfg: Dict[str, Any]) -> None:
+    if cfg.get("threads"):
+        import torch
+        torch.set_num_threads(int(cfg["threads"]))
+
+
 def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFAULT_BACKEND,
               on_step: Optional[Callable] = None) -> Dict[str, Any]:
     """Run (or resume) every round of one (method, seed); return its per-round records."""
     run_dir = Path(run_dir)
+    set_threads(cfg)
     backend = load_backend(backend)
     runner = StepRunner(on_step=on_step)
     source = embedding_source(method, cfg)
@@ -116,6 +123,7 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
 
 
 def _prepare_seed_task(cfg, run_dir, seed, backend):
+    set_threads(cfg)
     prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner())
     return seed
 
@@ -179,6 +187,7 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     if jobs > 1 and not isinstance(backend, str):
         raise AlsegError("jobs > 1 needs a backend given as 'module:Class' so processes can import it")
 
+    set_threads(cfg)
     main_backend = load_backend(backend)
     prepare_shared(cfg, run_dir, main_backend, StepRunner(on_step=on_step))
     if jobs <= 1:
