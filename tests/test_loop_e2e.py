@@ -38,6 +38,7 @@ def results(run: Path):
     return sel, dice
 
 
+@pytest.mark.slow  # ~15 s of CPU (minutes of wall time on a busy 2-core box): run with -m slow
 def test_real_loop_resumes_identically(tmp_path, tiny_store):
     torch.set_num_threads(1)
     ref = tmp_path / "ref"
