@@ -18,10 +18,10 @@ $(BIN)/alseg: pyproject.toml
 	touch $(BIN)/alseg
 
 test: install  ## the default test suite (~10 min on 2 cores)
-	$(BIN)/python -m pytest -q
+	PYTHONUTF8=1 $(BIN)/python -m pytest -q
 
 test-all: install  ## every test, slow ones included
-	$(BIN)/python -m pytest -q -m ""
+	PYTHONUTF8=1 $(BIN)/python -m pytest -q -m ""
 
 demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) -> table (a few minutes)
 	bash examples/demo.sh

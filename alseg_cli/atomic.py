@@ -60,7 +60,7 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
 def write_json(path: PathLike, obj, force: bool = True) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path, force=force) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
     return Path(path)
 
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# CLI subprocesses print UTF-8 (Rich tables, ±) whatever the machine's locale is.
+os.environ.setdefault("PYTHONUTF8", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ACDC_DIR = Path(os.environ.get("ACDC_DIR", SHARED_DATA / "acdc"))

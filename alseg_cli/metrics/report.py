@@ -180,7 +180,7 @@ def to_markdown(table) -> str:
 
 
 def write_csv(table, path: Path) -> None:
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["method", "budget_percent", "mean_dice", "error", "best", "seeds", "units"])
         for r in table["rows"]:
@@ -256,8 +256,8 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
     with atomic_path(out, force=force) as tmp:
         tmp.mkdir(parents=True)
         write_csv(table, tmp / "table.csv")
-        (tmp / "table.md").write_text(to_markdown(table))
-        (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+        (tmp / "table.md").write_text(to_markdown(table), encoding="utf-8")
+        (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
         if plot_png:
             plot(table, tmp / "dice.png")
     outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json"}
