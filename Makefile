@@ -37,5 +37,13 @@ bench-pretrain: install
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py
 
+acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full then weak supervision (many hours on 2 CPU cores)
+	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) bash examples/acdc.sh
+	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) bash examples/acdc.sh
+
+acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 models/round, 5 seeds, all methods): a GPU machine, days
+	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
+	PRESET=paper SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
+
 clean:
 	rm -rf demo out .pytest_cache
