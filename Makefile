@@ -28,14 +28,14 @@ demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) ->
 
 bench: bench-select bench-pretrain bench-train
 
-bench-select: install
-	$(BIN)/python benchmarks/bench_select.py
+bench-select: install  ## k-center greedy vs naive cdist reference and memory bandwidth, 20k and 100k (~10 min)
+	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
 
-bench-pretrain: install
-	$(BIN)/python benchmarks/bench_pretrain.py
+bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNet-18 loop (~5 min)
+	$(BIN)/python benchmarks/bench_pretrain.py --threads 1
 
-bench-train: install
-	$(BIN)/python benchmarks/bench_train.py
+bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 min)
+	$(BIN)/python benchmarks/bench_train.py --size 64 --iterations 30 --base-channels 8
 
 acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full then weak supervision (many hours on 2 CPU cores)
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) bash examples/acdc.sh
