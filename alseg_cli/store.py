@@ -1,7 +1,7 @@
 """Zarr v3 layouts: the dataset store and the embeddings store.
 
 Dataset store (``attrs.format == "alseg.dataset"``):
-    images    (N, C, H, W) float32, one slice per chunk
+    images    (N, C, H, W) float32, one slice per chunk, 64 slices per shard file
     masks     (N, H, W) uint8          (when the source has masks)
     scribbles (N, H, W) uint8          (when the source has scribbles)
     slice_id, patient, volume, split   (N,) strings; z (N,) int32
@@ -14,7 +14,6 @@ Embeddings store (``attrs.format == "alseg.embeddings"``):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +29,7 @@ from .manifest import hash_tree
 DATASET_FORMAT = "alseg.dataset"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
+SHARD_SLICES = 64
 
 
 @dataclass
@@ -101,11 +101,14 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
             raise AlsegError("some volumes have scribbles and others do not")
         img = np.concatenate(images)
         c = img.shape[1]
-        root.create_array("images", data=img, chunks=(1, c, size, size))
-        if masks:
-            root.create_array("masks", data=np.concatenate(masks), chunks=(1, size, size))
-        if scribbles:
-            root.create_array("scribbles", data=np.concatenate(scribbles), chunks=(1, size, size))
+        # One slice per chunk (random access), many chunks per shard file (few files).
+        per_shard = max(1, min(SHARD_SLICES, img.shape[0]))
+        root.create_array("images", data=img, chunks=(1, c, size, size),
+                          shards=(per_shard, c, size, size))
+        for name, arrays in (("masks", masks), ("scribbles", scribbles)):
+            if arrays:
+                root.create_array(name, data=np.concatenate(arrays), chunks=(1, size, size),
+                                  shards=(per_shard, size, size))
         for name, values in (("slice_id", ids), ("patient", patients), ("volume", vols), ("split", splits)):
             _strings(root, name, values)
         root.create_array("z", data=np.asarray(zs, dtype=np.int32), chunks=(len(zs),))
@@ -289,10 +292,3 @@ class EmbeddingsStore:
     def vectors(self) -> np.ndarray:
         return self.root["vectors"][:]
 
-
-def store_kind(path) -> Optional[str]:
-    """The ``format`` stamp of a zarr store, or None."""
-    meta = Path(path) / "zarr.json"
-    if not meta.exists():
-        return None
-    return json.loads(meta.read_text()).get("attributes", {}).get("format")

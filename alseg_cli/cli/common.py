@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import traceback
 from typing import Optional
@@ -73,11 +72,3 @@ def read_stdin_manifest(required: bool = True) -> Optional[dict]:
         return json.loads(lines[-1])
     except json.JSONDecodeError:
         raise AlsegError("stdin is not a JSON manifest (pipe the stdout of an alseg command)") from None
-
-
-def not_available(name: str) -> None:
-    fail(f"'alseg {name}' is not available yet in this version", code=2)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")

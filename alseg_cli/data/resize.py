@@ -31,11 +31,3 @@ def resize_labels(labels: np.ndarray, size: Size) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.uint8))[:, None].float()
     return F.interpolate(t, size=hw, mode="nearest-exact")[:, 0].to(torch.uint8).numpy()
 
-
-def resize_labels_torch(labels: torch.Tensor, size: Size) -> torch.Tensor:
-    """Torch version of :func:`resize_labels` for (Z, H, W) integer tensors."""
-    hw = _hw(size)
-    if tuple(labels.shape[-2:]) == hw:
-        return labels
-    out = F.interpolate(labels[:, None].float(), size=hw, mode="nearest-exact")[:, 0]
-    return out.to(labels.dtype)
