@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny models on tiny images: one thread is fastest and leaves cores for subprocess tests.
+torch.set_num_threads(1)
 # CLI subprocesses print UTF-8 (Rich tables, ±) whatever the machine's locale is.
 os.environ.setdefault("PYTHONUTF8", "1")
 

@@ -4,7 +4,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from alseg_cli.cli.main import app
@@ -16,14 +15,6 @@ from alseg_cli.segmentation.train import train_seg
 from alseg_cli.store import DatasetStore
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """Segmentation losses and augmentation: literal formulas, pCE ignores unannotated pixels."""
-import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -14,15 +14,6 @@ from alseg_cli.store import DatasetStore, write_dataset
 FAST = dict(iterations=6, val_every=3, base_channels=4, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Five engineers share two cores: one torch thread keeps these tests fast and fair."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _weights(model_dir, member=0, ck="last"):
     return torch.load(model_dir / f"member{member}" / f"{ck}.pt", weights_only=False)["state_dict"]
 

@@ -33,7 +33,7 @@ def coregcn_adjacency(x):
 
 
 @METHODS.register("coregcn", "CoreGCN: GCN (labelled vs unlabelled) over embeddings, k-center on its features.",
-                  needs="embeddings")
+                  needs="embeddings", cold_start=False)
 def select_coregcn(ctx: SelectionContext) -> List[int]:
     import torch
 
@@ -173,7 +173,7 @@ def _vaal_nets(channels: int, latent: int = 32):
 
 
 @METHODS.register("vaal", "VAAL: VAE (latent 32) + discriminator labelled=1/unlabelled=0; least-labelled-looking.",
-                  needs="dataset")
+                  needs="dataset", cold_start=False)
 def select_vaal(ctx: SelectionContext) -> List[int]:
     import torch
     import torch.nn.functional as F

@@ -1,7 +1,6 @@
 """`alseg select`: choose the next slices to annotate with an acquisition method."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 

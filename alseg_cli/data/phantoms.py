@@ -7,7 +7,7 @@ as in the ACDC scribble release. Everything is seeded, so phantoms are reproduci
 """
 from __future__ import annotations
 
-from typing import Iterator, List
+from typing import Iterator
 
 import numpy as np
 from scipy import ndimage

@@ -10,40 +10,23 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Dict, List, Optional
 
-# Methods whose scores come from segmentation models: they cannot choose the first round
-# (there is no model yet), so the first round is random for them (method.md section 1).
-MODEL_METHODS = {"bald", "variance-ratio", "ensemble-entropy", "entropy", "stochastic-batches",
-                 "mc-variance", "mc-dropout-variance"}
-# Methods that learn from the labelled set (a discriminator/GCN): random first round too.
-LABELED_METHODS = {"coregcn", "vaal", "knn-propagation", "knn-pseudo-label"}
 
+def _info(method: str) -> Dict[str, Any]:
+    """What the acquisition registry says a method needs (an unknown name is an AlsegError)."""
+    from ..acquisition import METHODS
 
-def _registry_info(method: str) -> Dict[str, Any]:
-    """What the acquisition registry says about a method, when it says anything."""
-    try:
-        from ..acquisition import select as _registers_all  # noqa: F401  (imports every method)
-        from ..acquisition.methods import METHODS
-    except ImportError:  # acquisition not installed: fall back to the tables above
-        return {}
-    return METHODS.info(method) if method in METHODS else {}
+    return METHODS.info(method)
 
 
 def needs_model(method: str) -> bool:
-    info = _registry_info(method)
-    if "needs_model" in info:
-        return bool(info["needs_model"])
-    needs = info.get("needs")
-    if needs is not None:
-        return needs in ("model", "ensemble")
-    return method in MODEL_METHODS
+    return _info(method)["needs"] in ("model", "ensemble")
 
 
 def can_start_cold(method: str) -> bool:
-    """Can the method choose a round with no labelled slice and no model?"""
-    info = _registry_info(method)
-    if "cold_start" in info:
-        return bool(info["cold_start"])
-    return not needs_model(method) and method not in LABELED_METHODS
+    """Can the method choose a round with no labelled slice and no model? Methods that score
+    with a model or learn from the labelled set cannot: their first round is random
+    (method.md section 1)."""
+    return _info(method).get("cold_start", not needs_model(method))
 
 
 def embedding_source(method: str, cfg: Dict[str, Any]) -> Optional[str]:
@@ -51,8 +34,7 @@ def embedding_source(method: str, cfg: Dict[str, Any]) -> Optional[str]:
     override = (cfg.get("method_embeddings") or {}).get(method)
     if override:
         return override
-    needs = _registry_info(method).get("needs")
-    if method == "random" or needs_model(method) or (needs is not None and needs != "embeddings"):
+    if _info(method)["needs"] != "embeddings":
         return None
     if method.startswith("gcl"):
         return "encoder"

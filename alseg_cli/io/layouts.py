@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import AlsegError
 from ..registry import Registry
-from .readers import FRAMES, HDF5, VOLUME_SUFFIXES, Ref, frame_files, reader_for, stem_of, suffix_of
+from .readers import HDF5, VOLUME_SUFFIXES, Ref, frame_files, reader_for, stem_of, suffix_of
 
 LAYOUTS = Registry("layout")
 MASK_SUFFIXES = ("_gt", "_manual", "_seg", "_label", "_labels", "_mask")
