@@ -53,6 +53,23 @@ def adapt_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     raise AlsegError(f"cannot adapt a {weight.shape[1]}-channel first convolution to {in_channels} channels")
 
 
+def read_resnet_state_dict(path: Path, label: str, what: str) -> dict:
+    """A local torchvision-style ResNet state dict, unwrapped (``state_dict``, ``module.``,
+    ``backbone.`` prefixes) and without the classifier; ``label`` names the input in errors."""
+    if not path.is_file():
+        raise AlsegError(f"{label}: weights file not found (expected a local {what} state dict)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AlsegError(f"{label}: not a torch state dict ({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(k.endswith("conv1.weight") for k in state):
+        raise AlsegError(f"{label}: not a {what} state dict (no conv1.weight)")
+    return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
+            if not k.startswith("fc.")}
+
+
 def load_torchvision(arch: str, weights_path, in_channels: int) -> nn.Module:
     """A torchvision trunk with a local state dict (fc dropped, conv1 adapted)."""
     if arch not in ARCHS:
@@ -62,17 +79,7 @@ def load_torchvision(arch: str, weights_path, in_channels: int) -> nn.Module:
                          f"(a torchvision state dict, e.g. saved with torch.save(model.state_dict(), PATH)); "
                          f"alseg never downloads weights")
     path = Path(weights_path)
-    if not path.is_file():
-        raise AlsegError(f"{path}: weights file not found (expected a torchvision {arch} state dict)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AlsegError(f"{path}: not a readable torch state dict ({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or "conv1.weight" not in state:
-        raise AlsegError(f"{path}: not a torchvision {arch} state dict (no conv1.weight)")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = read_resnet_state_dict(path, f"{path}", f"torchvision {arch}")
     state["conv1.weight"] = adapt_conv1(state["conv1.weight"], in_channels)
     net = resnet_trunk(arch, in_channels)
     try:

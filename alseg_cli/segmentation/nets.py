@@ -138,21 +138,11 @@ def load_backbone(net: nn.Module, path, in_channels: int) -> None:
     """Load a torchvision-style ResNet-50 state dict from a local file (no download ever)."""
     from pathlib import Path
 
+    from ..encoders.models import adapt_conv1, read_resnet_state_dict
+
     path = Path(path)
-    if not path.is_file():
-        raise AlsegError(f"--backbone-weights {path}: file not found; pass a local ResNet-50 state dict (.pt/.pth)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AlsegError(f"--backbone-weights {path}: not a torch state dict ({exc.__class__.__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()
-             if not k.startswith("fc.")}
-    w = state.get("conv1.weight")
-    if w is not None and w.shape[1] != in_channels:
-        # a 3-channel ImageNet stem on grey images: sum over colour channels keeps the response
-        state["conv1.weight"] = w.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels
+    state = read_resnet_state_dict(path, f"--backbone-weights {path}", "ResNet-50")
+    state["conv1.weight"] = adapt_conv1(state["conv1.weight"], in_channels)
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
