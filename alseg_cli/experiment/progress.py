@@ -42,8 +42,11 @@ class LoopProgress:
         self.started = time.perf_counter()
         self.total = 3 * len(cfg["budgets"]) * len(chains)
         self.initial = sum(chain_status(cfg, self.run_dir, m, s)["steps"] for m, s in chains)
-        self.live = Live(console=self.console, refresh_per_second=1, get_renderable=self.render,
-                         transient=False)
+        # A live table on a terminal; in a log (not a terminal) one line per change and the
+        # final table, instead of redrawn frames.
+        self.live = (Live(console=self.console, refresh_per_second=1, get_renderable=self.render,
+                          transient=False) if self.console.is_terminal else None)
+        self._last_line = None
 
     def render(self) -> Table:
         elapsed = time.perf_counter() - self.started
@@ -62,10 +65,20 @@ class LoopProgress:
         return table
 
     def start(self):
-        self.live.start()
+        if self.live:
+            self.live.start()
 
     def refresh(self):
-        self.live.refresh()
+        if self.live:
+            self.live.refresh()
+            return
+        line = self.render().caption
+        if line != self._last_line:
+            self.console.print(line, highlight=False)
+            self._last_line = line
 
     def stop(self):
-        self.live.stop()
+        if self.live:
+            self.live.stop()
+        else:
+            self.console.print(self.render())
