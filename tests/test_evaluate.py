@@ -58,6 +58,24 @@ def test_evaluate_equals_recomputation_from_nifti(phantom_store, model_dir, tmp_
     per_class = np.mean(dices, axis=0)
     assert [res["per_class"][n]["dice"] for n in res["classes"]] == pytest.approx(per_class.tolist())
     assert res["mean_dice"] == pytest.approx(float(per_class.mean()))
+    # per-slice 2D Dice, recomputed from the same NIfTI predictions
+    test_ids = set(store.slice_ids[store.indices("test")].tolist())
+    assert {r["slice_id"] for r in res["per_slice"]} == test_ids and len(res["per_slice"]) == len(test_ids)
+    for r in res["per_slice"][:10]:
+        vol, z = r["slice_id"].rsplit(":", 1)
+        vi = info[vol]
+        pred = from_source_orientation(np.asarray(nib.load(str(tmp_path / "pred" / f"{vol}.nii.gz")).dataobj),
+                                       vi.get("slice_axis", 2))
+        np.testing.assert_allclose(r["dice"], dice_per_class(pred[int(z)], store.native_mask(vi["index"])[int(z)],
+                                                             [1, 2, 3]))
+
+
+def test_bootstrap_by_slice_reads_per_slice_scores(phantom_store, model_dir, tmp_path):
+    from alseg_cli.metrics.report import unit_scores
+
+    res = evaluate(phantom_store, model_dir, progress=False, hd95=False)
+    names, scores = unit_scores(res, "slice")
+    assert len(names) == len(res["per_slice"]) and np.all((scores >= 0) & (scores <= 1))
     assert res["hd95_unit"] == "mm"
 
 

@@ -7,6 +7,8 @@ volumes) and the mean over classes of those means. Empty cases: Dice 1 when a cl
 absent from both prediction and mask, 0 when absent from one; HD95 is NaN whenever either
 is empty and NaN values are left out of the means (``hd95_valid`` counts the rest).
 HD95 is in mm with the volume's spacing when known, else in pixels (``hd95_unit``).
+``per_slice`` holds each slice's 2D Dice at native size (same empty-case rules), which
+``alseg bootstrap --unit slice`` resamples for test sets with few volumes.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
     classes = list(range(1, store.num_classes))
     class_names = [str((store.attrs.get("classes") or {}).get(str(c), c)) for c in classes]
 
-    rows, preds = [], {}
+    rows, slice_rows, preds = [], [], {}
     bar = _bar(progress, len(names))
     try:
         for name in names:
@@ -85,6 +87,10 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
                 m["hd95"] = [float("nan")] * len(classes)
             rows.append({"volume": name, "patient": vi["patient"], "index": int(vi["index"]),
                          "shape": list(native.shape), "spacing": spacing, **m})
+            # 2D Dice per slice at native size, for bootstrapping sets with few volumes
+            slice_rows += [{"slice_id": sid, "volume": name,
+                            "dice": dice_per_class(pred[z], native[z], classes).tolist()}
+                           for z, sid in enumerate(store.slice_ids[idx])]
             if predictions is not None:
                 preds[name] = pred
             if bar:
@@ -103,7 +109,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
         "mean_dice": float(np.mean(dice.mean(axis=0))),
         "mean_hd95": _nanmean([v["hd95"] for v in per_class.values() if v["hd95"] is not None]),
         "hd95_unit": units.pop() if len(units) == 1 else "mixed (mm where spacing known, else px)",
-        "per_class": per_class, "per_volume": rows,
+        "per_class": per_class, "per_volume": rows, "per_slice": slice_rows,
     }
     pred_dir = None
     if predictions is not None:
