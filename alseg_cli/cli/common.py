@@ -72,3 +72,8 @@ def read_stdin_manifest(required: bool = True) -> Optional[dict]:
         return json.loads(lines[-1])
     except json.JSONDecodeError:
         raise AlsegError("stdin is not a JSON manifest (pipe the stdout of an alseg command)") from None
+
+
+def progress_mode():
+    """A live bar on a terminal; plain log lines when stderr goes to a file or a pipe."""
+    return True if err_console.is_terminal else "log"

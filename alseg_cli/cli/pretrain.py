@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit, err_console, handle_errors
+from .common import emit, err_console, handle_errors, progress_mode
 
 
 def _weights(text: Optional[str]):
@@ -62,7 +62,7 @@ def command(
     manifest = api.pretrain(dataset, out, groups=groups, weights=_weights(weights), tau=tau, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, seed=seed,
                             device=device, workers=workers, resume=resume, force=force, preset=preset,
-                            split=split, progress=err_console.is_terminal)
+                            split=split, progress=progress_mode())
     err_console.print(f"encoder {manifest['outputs']['encoder']}: {manifest['epochs_done']} epochs, "
                       f"final loss {manifest['final_loss']:.4f}", highlight=False)
     emit(manifest)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit, handle_errors
+from .common import emit, handle_errors, progress_mode
 
 
 @handle_errors
@@ -48,5 +48,5 @@ def command(
                          min_iterations=min_iterations, batch_size=batch_size, lr=lr, size=size, seed=seed,
                          device=device, val_every=val_every, workers=workers, resume=resume, force=force,
                          ensemble=ensemble, base_channels=base_channels, backbone_weights=backbone_weights,
-                         val_split=val_split)
+                         val_split=val_split, progress=progress_mode())
     emit(manifest)

@@ -25,6 +25,7 @@ from ..atomic import atomic_path, write_json
 from ..data.augment import augment
 from ..device import resolve_device, seed_everything, torch_generator
 from ..errors import AlsegError
+from ..logs import log_line
 from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
 from .losses import GROUP_KINDS, default_weights, gcl_total_loss
@@ -144,8 +145,11 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
              weight_decay: Optional[float] = None, size: Optional[int] = None,
              seed: Optional[int] = None, device: str = "auto", workers: int = 0,
              resume: bool = False, force: bool = False, preset: Optional[str] = None,
-             split: Optional[str] = None, progress: bool = True) -> dict:
-    """Train the GCL encoder; returns the encoder manifest (also saved in ``out``)."""
+             split: Optional[str] = None, progress=True) -> dict:
+    """Train the GCL encoder; returns the encoder manifest (also saved in ``out``).
+
+    progress: True for a live bar, "log" for one plain stderr line per epoch, False for none.
+    """
     if preset is not None and preset not in PRESETS:
         raise AlsegError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}")
     store = DatasetStore(dataset)
@@ -204,7 +208,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     bar = Progress(TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"), BarColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} slices/s"),
-                   TimeRemainingColumn(), disable=not progress, transient=False,
+                   TimeRemainingColumn(), disable=progress is not True, transient=False,
                    console=_stderr_console())
     with bar:
         for epoch in range(start, epochs):
@@ -237,6 +241,9 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
                 bar.update(task, advance=1, loss=totals / n_batches, rate=rate)
             history.append({"epoch": epoch + 1, "loss": totals / n_batches,
                             "parts": {k: v / n_batches for k, v in parts_sum.items()}})
+            if progress == "log":
+                log_line(f"pretrain epoch {epoch + 1}/{epochs} loss {totals / n_batches:.4f} "
+                         f"{seen / max(1e-9, time.perf_counter() - t_start):.1f} slices/s")
             with atomic_path(out / "checkpoint.pt", force=True) as tmp:
                 torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scaler": scaler.state_dict(), "history": history, "config": config,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, check_writable, write_json
+from ..logs import log_line
 from ..device import resolve_device, torch_generator
 from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
@@ -43,7 +44,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
               resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
               backbone_weights=None, train_split: str = "train", val_split: str = "val",
-              progress: bool = True) -> Dict:
+              progress=True) -> Dict:
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -161,7 +162,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     dmpls = config["model"] == "dmpls"
     n = images.shape[0]
     losses = []
-    bar = _progress(progress)
+    bar = _progress(progress is True)
     task = bar.add_task(label, total=iterations, completed=it) if bar else None
     start = time.time() - seconds
     try:
@@ -198,6 +199,9 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
                                 "val_dice": vd}, mdir / "best.pt")
                 _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config)
+                if progress == "log":
+                    log_line(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
+                             f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
             if bar:
                 rate = it / max(1e-9, time.time() - start)
                 vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
