@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 ALSEG   := $(BIN)/alseg
 ACDC_DIR ?= ../shared/data/acdc
+JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install test test-all demo bench bench-select bench-pretrain bench-train acdc-quick acdc-paper clean
@@ -38,8 +39,8 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 m
 	$(BIN)/python benchmarks/bench_train.py --size 64 --iterations 30 --base-channels 8
 
 acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full then weak supervision (many hours on 2 CPU cores)
-	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) bash examples/acdc.sh
-	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) bash examples/acdc.sh
+	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
+	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 
 acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 models/round, 5 seeds, all methods): a GPU machine, days
 	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ACDC reproductions (`make acdc-quick`, `make acdc-paper`): prep -> loop -> bootstrap.
 #   PRESET=quick|paper   SUPERVISION=full|scribble   JOBS=N   ACDC_DIR=...   OUT=runs/acdc
+#   METHODS=a,b,...  SEEDS=0,1  (default: the preset's; a later run may add seeds or methods)
 # Split by patient (data README): train 001-060, validation 061-070, test 071-080.
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
 #        stochastic-batches; budgets 2,3,4,5,10 %; 3 seeds; 1 model per round.
@@ -12,6 +13,7 @@ ALSEG=${ALSEG:-.venv/bin/alseg}
 PRESET=${PRESET:-quick}
 SUPERVISION=${SUPERVISION:-full}
 JOBS=${JOBS:-1}
+SEEDS=${SEEDS:-}
 ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
 OUT=${OUT:-runs/acdc}
 [ -d "$ACDC_DIR" ] || { echo "acdc: $ACDC_DIR not found; set ACDC_DIR=..." >&2; exit 2; }
@@ -45,6 +47,6 @@ MPR=$([ "$PRESET" = paper ] && echo 5 || echo 2)
 RUN="$OUT/$PRESET-$SUPERVISION"
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
   --methods "$METHODS" --pretrain "${EXTRA[@]}" --models-per-round "$MPR" \
-  --device "$DEVICE" --jobs "$JOBS" > "$RUN.loop.json"
+  --device "$DEVICE" --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" --force > "$RUN.bootstrap.json"
 echo "acdc: table $RUN/bootstrap/table.md, plot $RUN/bootstrap/dice.png" >&2
