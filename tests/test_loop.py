@@ -28,8 +28,12 @@ class FakeBackend:
             self.fail_after_output = None
             raise RuntimeError(f"killed after {step} output")
 
+    pretrain_threads = []   # class-level: instances made by name inside the loop record here too
+
     def pretrain(self, dataset, out, seed, epochs, device, **kw):
+        import torch
         self.calls.append(("pretrain", str(out)))
+        FakeBackend.pretrain_threads.append(torch.get_num_threads())
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "config.json").write_text(json.dumps({"seed": seed}))
         return {"kind": "encoder"}
@@ -194,3 +198,19 @@ def test_parallel_jobs_match_serial(tmp_path, dataset):
     assert [c["method"] for c in m["chains"]] == ["random", "coreset"] and m["steps_run"] == 18
     with pytest.raises(AlsegError, match="module:Class"):
         run_loop(tmp_path / "x", backend=FakeBackend(), jobs=2, **options(dataset))
+
+
+def test_single_seed_pretraining_gets_the_idle_jobs_threads(tmp_path, dataset):
+    """jobs=2 with one seed: its pretraining runs alone, so it takes both jobs' threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    FakeBackend.pretrain_threads.clear()
+    try:
+        # one seed and one method: both phases run in this process, nothing is spawned
+        run_loop(tmp_path / "run", backend=f"{__name__}:FakeBackend", jobs=2, threads=1, pretrain=True,
+                 **options(dataset, methods="gcl-coreset", seeds="0"))
+        assert FakeBackend.pretrain_threads == [2]
+        assert torch.get_num_threads() == 1   # the chains' share again
+    finally:
+        torch.set_num_threads(before)

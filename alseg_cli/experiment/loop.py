@@ -194,7 +194,11 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
         for seed in cfg["seeds"]:
             prepare_seed(cfg, run_dir, seed, main_backend, StepRunner(on_step=on_step))
     else:
-        _run_tasks(jobs, _prepare_seed_task, [(cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
+        # fewer seeds than jobs: give each seed's pretraining the idle processes' threads
+        busy = min(jobs, len(cfg["seeds"]))
+        prep_cfg = {**cfg, "threads": cfg["threads"] * jobs // busy if cfg.get("threads") else None}
+        _run_tasks(jobs, _prepare_seed_task, [(prep_cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
+        set_threads(cfg)
 
     chains = [(m, s) for m in cfg["methods"] for s in cfg["seeds"]]
     display = None
