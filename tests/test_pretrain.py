@@ -101,3 +101,22 @@ def test_augment_seeded_and_identity():
     assert ((y == 0).flatten(1).sum(1) > 0).all() and ((y == 1).flatten(1).sum(1) > 0).all()
     blur = AugmentConfig(**{**ident.__dict__, "blur_sigma": (2.0, 2.0)})
     assert torch.allclose(augment(ones, g(0), blur), ones, atol=1e-5)   # blur keeps constants
+
+
+def test_resume_with_force_continues_a_checkpoint_and_starts_over_without_one(phantom_store, tmp_path, monkeypatch):
+    """What `loop` relies on: force + resume never refuses, and never throws away finished epochs."""
+    out = tmp_path / "enc"
+    pt.pretrain(phantom_store, out, epochs=1, **TINY)
+    epochs_run = []
+    real = pt.group_batches
+
+    def counting(*a, **k):
+        epochs_run.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(pt, "group_batches", counting)
+    m = pt.pretrain(phantom_store, out, epochs=2, force=True, resume=True, **TINY)
+    assert m["epochs_done"] == 2 and len(epochs_run) == 1          # epoch 1 came from the checkpoint
+    (out / "checkpoint.pt").unlink()
+    (out / "stray.txt").write_text("left by a killed run")
+    m = pt.pretrain(phantom_store, out, epochs=1, force=True, resume=True, **TINY)
+    assert m["epochs_done"] == 1 and len(epochs_run) == 2 and not (out / "stray.txt").exists()

@@ -123,14 +123,14 @@ def _plot_loss(history, path: Path) -> None:
 def _prepare_out(out: Path, force: bool, resume: bool) -> Optional[dict]:
     ckpt_path = out / "checkpoint.pt"
     if out.exists():
-        if force and not resume:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        elif resume and ckpt_path.exists():
+        if resume and ckpt_path.exists():
             try:
                 return torch.load(ckpt_path, map_location="cpu", weights_only=False)
             except Exception as exc:
                 raise AlsegError(f"{ckpt_path}: unreadable checkpoint ({exc.__class__.__name__}); "
                                  f"pass --force to start over") from None
+        elif force:   # with --resume too: nothing to resume, so start over
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
         elif not out.is_dir() or any(out.iterdir()):
             what = "--force to start over" if resume else "--resume to continue its training or --force to start over"
             raise AlsegError(f"{out} already exists and holds no checkpoint to resume; pass {what}"

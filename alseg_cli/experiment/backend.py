@@ -49,8 +49,9 @@ class ApiBackend:
         self.progress = progress  # the loop draws its own display; steps stay quiet
 
     def pretrain(self, dataset, out, seed: int, epochs: int, device: str, **options):
+        # resume: a loop killed mid-pretraining continues from the last finished epoch
         return self.api.pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True,
-                                 progress=self.progress, **options)
+                                 resume=True, progress=self.progress, **options)
 
     def embed(self, dataset, out, encoder: str, device: str):
         return self.api.embed(dataset, out, encoder=encoder, device=device, force=True,
