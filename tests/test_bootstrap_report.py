@@ -86,3 +86,26 @@ def test_cli_one_json_line_on_stdout(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["kind"] == "bootstrap"
     res = CliRunner().invoke(app, ["bootstrap", str(tmp_path / "missing")])
     assert res.exit_code != 0 and "not found" in res.output
+
+
+def test_stage_timings_from_done_markers(tmp_path):
+    """Per method and budget, the mean over seeds of each stage's recorded seconds."""
+    run = tmp_path / "run"
+    fake_run(run, {"random": {2: {0: [0.5], 1: [0.6]}, 5: {0: [0.7]}}})
+    secs = {(0, 2): (1.0, 100.0, 4.0), (1, 2): (3.0, 300.0, 6.0), (0, 5): (2.0, 50.0, None)}
+    for (seed, budget), stages in secs.items():
+        rd = run / "random" / f"seed{seed}" / f"round{budget}"
+        for stage, sec in zip(("select", "train", "evaluate"), stages):
+            if sec is not None:
+                write_json(rd / ".done" / f"{stage}.json", {"step": stage, "seconds": sec})
+    write_json(run / "encoders" / ".done" / "seed0.json", {"step": "seed0", "seconds": 200.0})
+    write_json(run / "embeddings" / ".done" / "seed0.zarr.json", {"step": "seed0.zarr", "seconds": 7.0})
+    m = bootstrap_report(run, plot_png=False)
+    times = json.loads((run / "bootstrap" / "timings.json").read_text())
+    assert times["once"] == {"pretrain seed0": 200.0, "embed seed0": 7.0}
+    assert times["rounds"] == [
+        {"method": "random", "budget": 2.0, "runs": 2, "select": 2.0, "train": 200.0, "evaluate": 5.0},
+        {"method": "random", "budget": 5.0, "runs": 1, "select": 2.0, "train": 50.0, "evaluate": None}]
+    md = (run / "bootstrap" / "timings.md").read_text()
+    assert "| random | 2 % | 2 s | 3.3 min | 5 s | 2 |" in md and "| pretrain seed0 | 3.3 min |" in md
+    assert m["outputs"]["timings"] == str(run / "bootstrap" / "timings.md")

@@ -1,0 +1,59 @@
+"""Wall time of each stage of a loop run, read back from its steps' done-markers.
+
+Every marker records the seconds its step took (steps.StepRunner), so a finished or
+half-finished RUN_DIR can be summarised at any time: per method and budget, the mean over
+seeds of select / train / evaluate, and the once-per-seed pretrain and embed steps.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from statistics import mean
+from typing import Any, Dict, List
+
+ROUND_STAGES = ("select", "train", "evaluate")
+
+
+def _seconds(marker: Path):
+    try:
+        return float(json.loads(marker.read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def stage_times(run_dir) -> Dict[str, Any]:
+    run_dir = Path(run_dir)
+    once = {}
+    for kind, folder in (("pretrain", "encoders"), ("embed", "embeddings")):
+        for marker in sorted((run_dir / folder / ".done").glob("*.json")):
+            name = marker.stem.removesuffix(".zarr")
+            sec = _seconds(marker)
+            if sec is not None:
+                once[f"{kind} {name}"] = sec
+    cells: Dict[tuple, Dict[str, List[float]]] = {}
+    for rd in run_dir.glob("*/seed*/round*"):
+        match = re.fullmatch(r"round([0-9.]+)", rd.name)
+        if not match or not rd.is_dir():
+            continue
+        key = (rd.parent.parent.name, float(match.group(1)))
+        for stage in ROUND_STAGES:
+            sec = _seconds(rd / ".done" / f"{stage}.json")
+            if sec is not None:
+                cells.setdefault(key, {s: [] for s in ROUND_STAGES})[stage].append(sec)
+    rounds = [{"method": m, "budget": b, "runs": max(len(v) for v in c.values()),
+               **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
+              for (m, b), c in sorted(cells.items())]
+    return {"once": once, "rounds": rounds}
+
+
+def timings_markdown(times: Dict[str, Any]) -> str:
+    def fmt(sec):
+        return "-" if sec is None else f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.1f} min"
+
+    lines = ["| step | wall time |", "|---|---|"]
+    lines += [f"| {name} | {fmt(sec)} |" for name, sec in times["once"].items()]
+    lines += ["", "| method | budget | select | train | evaluate | seeds |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['budget']:g} % | {fmt(r['select'])} | {fmt(r['train'])} | "
+              f"{fmt(r['evaluate'])} | {r['runs']} |" for r in times["rounds"]]
+    return "\n".join(lines) + "\n"
