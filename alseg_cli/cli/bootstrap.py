@@ -14,7 +14,7 @@ def command(
     sources: List[Path] = typer.Argument(..., help="Loop RUN_DIR(s) or evaluation JSONs laid out as "
                                                    "<method>/seed<k>/round<pct>/eval.json."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for table.csv, table.md, table.json, "
-                                                                  "dice.png (default RUN_DIR/bootstrap)."),
+                                                                  "dice.png, timings.md (default RUN_DIR/bootstrap)."),
     unit: str = typer.Option("volume", "--unit", help="Resample test volumes, or slices for sets with few volumes."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (appendix D: 1000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the resample indices (shared by all methods: paired)."),
