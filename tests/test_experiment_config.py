@@ -63,7 +63,7 @@ def test_iterations_and_round_names():
     cfg = resolve_config({"dataset": "d", "preset": "paper"})
     assert iterations_for(cfg, 3) == 1800        # 60,000 x 3 %
     quick = resolve_config({"dataset": "d", "preset": "quick"})
-    assert iterations_for(quick, 2) == 150 and iterations_for(quick, 10) == 600
-    assert iterations_for(quick, 40) == 1500
+    assert iterations_for(quick, 2) == 300 and iterations_for(quick, 10) == 300
+    assert iterations_for(quick, 20) == 600 and iterations_for(quick, 60) == 1500
     assert iterations_for({**quick, "iterations": 9}, 40) == 9
     assert round_name(2.0) == "round2" and round_name(2.5) == "round2.5" and round_name(10) == "round10"

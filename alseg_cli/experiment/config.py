@@ -15,12 +15,15 @@ from ..errors import AlsegError
 
 # Presets fill what the user did not set. Iterations follow the reference protocol's
 # "60,000 x cumulative fraction" (= 600 per percent), scaled down for the quick preset.
+# Quick: on ACDC at 128 px with 2 % of the slices, a 16-channel UNet at lr 0.1 reaches val
+# Dice ~0.5 in 300 iterations; 8 channels, or lr 0.01 (the paper's, for 60,000 x fraction
+# iterations), still predict background only after 150-300.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {
         "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
-        "iterations_per_percent": 60, "min_iterations": 150, "max_iterations": 1500,
-        "base_channels": 8, "batch_size": 6, "pretrain_epochs": 5,
-        "select_options": {"mc_samples": 10},
+        "iterations_per_percent": 30, "min_iterations": 300, "max_iterations": 1500,
+        "base_channels": 16, "batch_size": 6, "pretrain_epochs": 5,
+        "train_options": {"lr": 0.1}, "select_options": {"mc_samples": 10},
     },
     "paper": {
         "budgets": [2, 3, 4, 5, 10, 15, 20, 40], "seeds": [0, 1, 2, 3, 4], "models_per_round": 5,

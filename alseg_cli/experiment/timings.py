@@ -22,16 +22,24 @@ def _seconds(marker: Path):
         return None
 
 
-def stage_times(run_dir) -> Dict[str, Any]:
-    run_dir = Path(run_dir)
-    once = {}
+def stage_times(*run_dirs) -> Dict[str, Any]:
+    """Several run directories (e.g. methods run apart) are summarised together."""
+    once, cells = {}, {}
+    for run_dir in map(Path, run_dirs):
+        _collect(run_dir, once, cells)
+    rounds = [{"method": m, "budget": b, "runs": max(len(v) for v in c.values()),
+               **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
+              for (m, b), c in sorted(cells.items())]
+    return {"once": once, "rounds": rounds}
+
+
+def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str, List[float]]]) -> None:
     for kind, folder in (("pretrain", "encoders"), ("embed", "embeddings")):
         for marker in sorted((run_dir / folder / ".done").glob("*.json")):
             name = marker.stem.removesuffix(".zarr")
             sec = _seconds(marker)
             if sec is not None:
                 once[f"{kind} {name}"] = sec
-    cells: Dict[tuple, Dict[str, List[float]]] = {}
     for rd in run_dir.glob("*/seed*/round*"):
         match = re.fullmatch(r"round([0-9.]+)", rd.name)
         if not match or not rd.is_dir():
@@ -41,10 +49,6 @@ def stage_times(run_dir) -> Dict[str, Any]:
             sec = _seconds(rd / ".done" / f"{stage}.json")
             if sec is not None:
                 cells.setdefault(key, {s: [] for s in ROUND_STAGES})[stage].append(sec)
-    rounds = [{"method": m, "budget": b, "runs": max(len(v) for v in c.values()),
-               **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
-              for (m, b), c in sorted(cells.items())]
-    return {"once": once, "rounds": rounds}
 
 
 def timings_markdown(times: Dict[str, Any]) -> str:

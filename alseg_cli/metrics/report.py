@@ -261,9 +261,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         if plot_png:
             plot(table, tmp / "dice.png")
         run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
-        if len(run_dirs) == 1:   # a loop run: also the wall time of each stage, from its markers
+        if run_dirs:   # loop runs: also the wall time of each stage, from their markers
             from ..experiment.timings import stage_times, timings_markdown
-            times = stage_times(run_dirs[0])
+            times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
             (tmp / "timings.md").write_text(timings_markdown(times), encoding="utf-8")
     outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json"}
