@@ -53,7 +53,9 @@ def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str,
 
 def timings_markdown(times: Dict[str, Any]) -> str:
     def fmt(sec):
-        return "-" if sec is None else f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.1f} min"
+        if sec is None:
+            return "-"
+        return f"{sec:.1f} s" if sec < 10 else f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.1f} min"
 
     lines = ["| step | wall time |", "|---|---|"]
     lines += [f"| {name} | {fmt(sec)} |" for name, sec in times["once"].items()]
