@@ -107,5 +107,5 @@ def test_stage_timings_from_done_markers(tmp_path):
         {"method": "random", "budget": 2.0, "runs": 2, "select": 2.0, "train": 200.0, "evaluate": 5.0},
         {"method": "random", "budget": 5.0, "runs": 1, "select": 2.0, "train": 50.0, "evaluate": None}]
     md = (run / "bootstrap" / "timings.md").read_text()
-    assert "| random | 2 % | 2 s | 3.3 min | 5 s | 2 |" in md and "| pretrain seed0 | 3.3 min |" in md
+    assert "| random | 2 % | 2.0 s | 3.3 min | 5.0 s | 2 |" in md and "| pretrain seed0 | 3.3 min |" in md
     assert m["outputs"]["timings"] == str(run / "bootstrap" / "timings.md")
