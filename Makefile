@@ -32,7 +32,7 @@ bench: bench-select bench-pretrain bench-train
 bench-select: install  ## k-center greedy vs naive cdist reference and memory bandwidth, 20k and 100k (~10 min)
 	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
 
-bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNet-18 loop (~5 min)
+bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNet-18 loop (~1 min)
 	$(BIN)/python benchmarks/bench_pretrain.py --threads 1
 
 bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 min)
