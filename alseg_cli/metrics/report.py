@@ -253,6 +253,7 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
     records = collect(sources, unit)
     table = build_table(records, n_boot=n_boot, seed=seed)
     out = Path(out)
+    run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
     with atomic_path(out, force=force) as tmp:
         tmp.mkdir(parents=True)
         write_csv(table, tmp / "table.csv")
@@ -260,14 +261,13 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
         if plot_png:
             plot(table, tmp / "dice.png")
-        run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
         if run_dirs:   # loop runs: also the wall time of each stage, from their markers
             from ..experiment.timings import stage_times, timings_markdown
             times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
             (tmp / "timings.md").write_text(timings_markdown(times), encoding="utf-8")
     outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json"}
-    if (out / "timings.md").exists():
+    if run_dirs:
         outputs["timings"] = out / "timings.md"
     if plot_png:
         outputs["plot"] = out / "dice.png"
