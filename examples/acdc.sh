@@ -57,7 +57,7 @@ else
   # quick: one model per round, except stochastic-batches, which scores slices with an
   # ensemble and so runs apart with 2 models per round (its reported model is the better of
   # the 2 on validation, a small advantage the table states).
-  OTHERS=$(echo "$METHODS" | tr ',' '\n' | grep -vx stochastic-batches | paste -sd, -)
+  OTHERS=$(echo "$METHODS" | tr ',' '\n' | { grep -vx stochastic-batches || true; } | paste -sd, -)
   SOURCES=()
   if [ -n "$OTHERS" ]; then run_loop "$RUN" "$OTHERS" 1; SOURCES+=("$RUN"); fi
   if [ "$OTHERS" != "$METHODS" ]; then
