@@ -214,3 +214,29 @@ def test_single_seed_pretraining_gets_the_idle_jobs_threads(tmp_path, dataset):
         assert torch.get_num_threads() == 1   # the chains' share again
     finally:
         torch.set_num_threads(before)
+
+
+def test_progress_in_a_log_prints_phases_and_rounds(tmp_path, dataset, capsys, monkeypatch):
+    """stderr not a terminal (nohup, make, CI): a pretraining note, then one line per round."""
+    from alseg_cli.experiment import progress
+
+    polls = []
+
+    class PollEveryStep(progress.LoopProgress):   # poll on each step instead of on a timer
+        def __init__(self, *a, **kw):
+            super().__init__(*a, poll_seconds=3600, **kw)
+            polls.append(self)
+
+    def poll_now(step, directory):
+        if polls:
+            polls[0].poll()
+
+    monkeypatch.setattr(progress, "LoopProgress", PollEveryStep)
+    run_loop(tmp_path / "run", backend=FakeBackend(), progress=True, on_step=poll_now, pretrain=True,
+             **options(dataset, methods="gcl-coreset", seeds="0"))
+    err = capsys.readouterr().err
+    assert "loop: pretraining a GCL encoder" in err and "for seed 0" in err
+    lines = [ln for ln in err.splitlines() if "gcl-coreset seed 0 round" in ln]
+    # rounds 1..n-1 are seen by the per-step polls, the last by the final poll at stop
+    assert [ln.split("round ")[1].split("/")[0] for ln in lines] == ["1", "2", "3"]
+    assert all("Dice" in ln and "steps" in ln for ln in lines)

@@ -69,6 +69,14 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
 
+def _seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
+    """Is the seed's embedding store done (or not needed at all)?"""
+    if not any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"]):
+        return True
+    out = layout.embeddings_path(run_dir, f"seed{seed}")
+    return layout.is_done(out.parent, out.name)
+
+
 def set_threads(cfg: Dict[str, Any]) -> None:
     if cfg.get("threads"):
         import torch
@@ -133,24 +141,13 @@ def _executor(jobs: int):
     return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
 
 
-def _run_tasks(jobs: int, fn, arg_list, on_result=None):
+def _run_tasks(jobs: int, fn, arg_list):
     """Run fn(*args) for each args, in this process (jobs=1) or a spawned pool."""
-    results = []
     if jobs <= 1 or len(arg_list) <= 1:
-        for args in arg_list:
-            res = fn(*args)
-            results.append(res)
-            if on_result:
-                on_result(res)
-        return results
+        return [fn(*args) for args in arg_list]
     with _executor(min(jobs, len(arg_list))) as pool:
         futures = [pool.submit(fn, *args) for args in arg_list]
-        for fut in as_completed(futures):
-            res = fut.result()
-            results.append(res)
-            if on_result:
-                on_result(res)
-    return results
+        return [fut.result() for fut in as_completed(futures)]
 
 
 def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
@@ -187,19 +184,6 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     if jobs > 1 and not isinstance(backend, str):
         raise AlsegError("jobs > 1 needs a backend given as 'module:Class' so processes can import it")
 
-    set_threads(cfg)
-    main_backend = load_backend(backend)
-    prepare_shared(cfg, run_dir, main_backend, StepRunner(on_step=on_step))
-    if jobs <= 1:
-        for seed in cfg["seeds"]:
-            prepare_seed(cfg, run_dir, seed, main_backend, StepRunner(on_step=on_step))
-    else:
-        # fewer seeds than jobs: give each seed's pretraining the idle processes' threads
-        busy = min(jobs, len(cfg["seeds"]))
-        prep_cfg = {**cfg, "threads": cfg["threads"] * jobs // busy if cfg.get("threads") else None}
-        _run_tasks(jobs, _prepare_seed_task, [(prep_cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
-        set_threads(cfg)
-
     chains = [(m, s) for m in cfg["methods"] for s in cfg["seeds"]]
     display = None
     if progress:
@@ -207,13 +191,27 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
         display = LoopProgress(cfg, run_dir, chains)
         display.start()
     try:
+        set_threads(cfg)
+        main_backend = load_backend(backend)
+        prepare_shared(cfg, run_dir, main_backend, StepRunner(on_step=on_step))
+        pending = [s for s in cfg["seeds"] if not _seed_ready(cfg, run_dir, s)]
+        if display and pending:
+            what = (f"pretraining a GCL encoder ({cfg['pretrain_epochs']} epochs) and embedding"
+                    if cfg.get("pretrain") and not cfg.get("encoder") else "embedding the pool")
+            display.note(f"{what} for seed {', '.join(map(str, pending))}; rounds start after")
+        if jobs <= 1:
+            for seed in cfg["seeds"]:
+                prepare_seed(cfg, run_dir, seed, main_backend, StepRunner(on_step=on_step))
+        else:
+            # fewer seeds than jobs: give each seed's pretraining the idle processes' threads
+            busy = min(jobs, len(cfg["seeds"]))
+            prep_cfg = {**cfg, "threads": cfg["threads"] * jobs // busy if cfg.get("threads") else None}
+            _run_tasks(jobs, _prepare_seed_task, [(prep_cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
+            set_threads(cfg)
         if jobs <= 1:
             results = [run_chain(cfg, run_dir, m, s, main_backend, on_step) for m, s in chains]
-            if display:
-                display.refresh()
         else:
-            results = _run_tasks(jobs, run_chain, [(cfg, str(run_dir), m, s, backend) for m, s in chains],
-                                 on_result=(lambda _: display.refresh()) if display else None)
+            results = _run_tasks(jobs, run_chain, [(cfg, str(run_dir), m, s, backend) for m, s in chains])
     finally:
         if display:
             display.stop()
