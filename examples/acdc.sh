@@ -45,9 +45,21 @@ if [ ! -e "$DATA" ]; then
 fi
 
 RUN="$OUT/$PRESET-$SUPERVISION"
+# GCL pretraining does not depend on the supervision: a scribble run started after the full
+# run reuses its finished encoders (one per seed) instead of training them again.
+ENCODER=(--pretrain "${EXTRA[@]}")
+FULL_ENC="$OUT/$PRESET-full/encoders"
+if [ "$SUPERVISION" = scribble ] && [ ! -e "$RUN/config.json" ]; then
+  ALL_SEEDS=${SEEDS:-$([ "$PRESET" = paper ] && echo 0,1,2,3,4 || echo 0,1,2)}
+  ready=1
+  for s in ${ALL_SEEDS//,/ }; do [ -e "$FULL_ENC/.done/seed$s.json" ] || ready=0; done
+  [ "$ready" = 1 ] && ENCODER=(--encoder "$FULL_ENC/seed{seed}")
+elif [ -e "$RUN/config.json" ] && grep -q '"encoder": "' "$RUN/config.json"; then
+  ENCODER=(--encoder "$FULL_ENC/seed{seed}")   # resume a run begun that way
+fi
 run_loop() {   # run_loop RUN_DIR METHODS MODELS_PER_ROUND
   $ALSEG loop -o "$1" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
-    --methods "$2" --pretrain "${EXTRA[@]}" --models-per-round "$3" \
+    --methods "$2" "${ENCODER[@]}" --models-per-round "$3" \
     --device "$DEVICE" --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$1.loop.json"
 }
 if [ "$PRESET" = paper ]; then

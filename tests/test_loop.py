@@ -240,3 +240,18 @@ def test_progress_in_a_log_prints_phases_and_rounds(tmp_path, dataset, capsys, m
     # rounds 1..n-1 are seen by the per-step polls, the last by the final poll at stop
     assert [ln.split("round ")[1].split("/")[0] for ln in lines] == ["1", "2", "3"]
     assert all("Dice" in ln and "steps" in ln for ln in lines)
+
+
+def test_encoder_template_picks_one_encoder_per_seed(tmp_path, dataset):
+    """--encoder DIR/seed{seed}: reuse another run's per-seed encoders without pretraining."""
+    for s in (0, 1):
+        (tmp_path / "enc" / f"seed{s}").mkdir(parents=True)
+    be = FakeBackend()
+    out = tmp_path / "run"
+    run_loop(out, backend=be, encoder=str(tmp_path / "enc/seed{seed}"), **options(dataset, methods="gcl-coreset"))
+    assert not [c for c in be.calls if c[0] == "pretrain"]
+    assert sorted(c[1] for c in be.calls if c[0] == "embed") == [str(out / "embeddings/seed0.zarr"),
+                                                                 str(out / "embeddings/seed1.zarr")]
+    with pytest.raises(AlsegError, match=r"seed2.*no such encoder directory \(seed 2\)"):
+        run_loop(tmp_path / "other", backend=FakeBackend(), encoder=str(tmp_path / "enc/seed{seed}"),
+                 **options(dataset, methods="gcl-coreset", seeds="0,2"))

@@ -25,7 +25,9 @@ def command(
     supervision: Optional[str] = typer.Option(None, "--supervision", help="full (UNet on masks) or "
                                                                            "scribble (DMPLS)."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder dir for embedding methods "
-                                                                    "(instead of --pretrain)."),
+                                                                    "(instead of --pretrain); {seed} in the "
+                                                                    "path picks one per seed, e.g. "
+                                                                    "runs/a/encoders/seed{seed}."),
     pretrain: Optional[bool] = typer.Option(None, "--pretrain/--no-pretrain",
                                             help="Train a GCL encoder once per seed for gcl-* methods."),
     pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs"),

@@ -119,6 +119,11 @@ def load_config_file(path) -> Dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
+def encoder_for(template: str, seed: int) -> str:
+    """--encoder DIR for every seed, or a template such as runs/x/encoders/seed{seed}."""
+    return template.replace("{seed}", str(seed))
+
+
 def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -> Dict[str, Any]:
     """Merge defaults, preset, file and explicit options (None means 'not given')."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -148,6 +153,10 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     cfg["seeds"] = [int(s) for s in parse_list(cfg["seeds"], int, "seeds")]
     if not cfg["seeds"] or len(set(cfg["seeds"])) != len(cfg["seeds"]):
         raise AlsegError(f"--seeds {cfg['seeds']}: give distinct integers, e.g. 0,1,2")
+    for seed in cfg["seeds"] if cfg.get("encoder") else []:
+        if not Path(encoder_for(cfg["encoder"], seed)).exists():
+            raise AlsegError(f"--encoder {encoder_for(cfg['encoder'], seed)}: no such encoder directory"
+                             + (f" (seed {seed})" if "{seed}" in cfg["encoder"] else ""))
     if cfg["supervision"] not in ("full", "scribble"):
         raise AlsegError(f"--supervision {cfg['supervision']!r}: choose full or scribble")
     for key in ("models_per_round", "jobs", "base_channels", "batch_size"):

@@ -18,7 +18,7 @@ from ..errors import AlsegError
 from ..manifest import make_manifest
 from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
-from .config import check_compatible, iterations_for, resolve_config, round_name
+from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_name
 from .steps import StepRunner
 
 DEFAULT_BACKEND = "alseg_cli.experiment.backend:ApiBackend"
@@ -46,7 +46,7 @@ def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunn
 
 def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[str]:
     if cfg.get("encoder"):
-        return cfg["encoder"]
+        return encoder_for(cfg["encoder"], seed)
     if cfg.get("pretrain"):
         return str(layout.encoder_dir(run_dir, seed))
     return None
