@@ -235,6 +235,7 @@ def test_progress_in_a_log_prints_phases_and_rounds(tmp_path, dataset, capsys, m
     run_loop(tmp_path / "run", backend=FakeBackend(), progress=True, on_step=poll_now, pretrain=True,
              **options(dataset, methods="gcl-coreset", seeds="0"))
     err = capsys.readouterr().err
+    assert "loop: 1 chain (method x seed), 0/9 steps already done" in err
     assert "loop: pretraining a GCL encoder" in err and "for seed 0" in err
     lines = [ln for ln in err.splitlines() if "gcl-coreset seed 0 round" in ln]
     # rounds 1..n-1 are seen by the per-step polls, the last by the final poll at stop

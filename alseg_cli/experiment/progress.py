@@ -84,6 +84,8 @@ class LoopProgress:
             self.live.start()
             return
         self.poll()  # remember what was done before this run, so only new rounds are printed
+        n = len(self.chains)
+        log_line(f"loop: {n} chain{'s' * (n != 1)} (method x seed), {self.initial}/{self.total} steps already done")
         self._poller = threading.Thread(target=self._poll_until_stopped, daemon=True)
         self._poller.start()
 
