@@ -211,12 +211,13 @@ def main(argv=None):
         "pretrain_slices_per_s": alseg_train, "plain_train_slices_per_s": plain_train_rate,
         "pretrain_ratio": alseg_train / plain_train_rate,
         "embed_slices_per_s": alseg_embed, "plain_embed_slices_per_s": plain_embed_rate,
-        "embed_ratio": alseg_embed / plain_embed_rate,
+        "embed_ratio": alseg_embed / plain_embed_rate, "embed_load_s": e["load_seconds"],
         "peak_mb": {"pretrain": mem_train, "plain_train": mem_plain, "embed": mem_embed,
                     "kind": "cuda max allocated" if dev.type == "cuda" else "process max RSS (cumulative)"},
     }
     print(f"pretrain {alseg_train:.1f} slices/s vs plain {plain_train_rate:.1f} (ratio {result['pretrain_ratio']:.2f}); "
-          f"embed {alseg_embed:.1f} vs plain {plain_embed_rate:.1f} (ratio {result['embed_ratio']:.2f}); "
+          f"embed {alseg_embed:.1f} vs plain {plain_embed_rate:.1f} (ratio {result['embed_ratio']:.2f}; "
+          f"+{e['load_seconds']:.2f} s loading the encoder); "
           f"peak MB {mem_train:.0f}/{mem_plain:.0f}/{mem_embed:.0f} on {result['device']}", file=sys.stderr)
     print(json.dumps(result))
 

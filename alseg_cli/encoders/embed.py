@@ -159,6 +159,7 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
         torch.set_num_threads(int(workers))
     t0 = time.perf_counter()
     inputs = {"dataset": store.path}
+    load_seconds = None
     if from_file is not None:
         from .external import load_external
         vectors, info = load_external(from_file, list(store.slice_ids), list(ids), ids_file=ids_file,
@@ -175,6 +176,8 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
             inputs["encoder"] = Path(encoder) / "encoder.pt"
         images = store.root["images"]
         order = np.asarray(idx)
+        load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()  # slices_per_s: the inference loop alone, without loading the model
 
         def images_fn(a, b):
             return np.asarray(images.get_orthogonal_selection((order[a:b],)), dtype=np.float32)
@@ -197,4 +200,5 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
                             "pixels_size": pixels_size, "device": device, "workers": workers},
         inputs=inputs, outputs={"embeddings": out}, device=str(dev), encoder=info,
         num=int(vectors.shape[0]), dim=int(vectors.shape[1]), dtype=str(vectors.dtype),
-        slices_per_s=(len(idx) / elapsed) if from_file is None and elapsed > 0 else None)
+        slices_per_s=(len(idx) / elapsed) if from_file is None and elapsed > 0 else None,
+        load_seconds=None if load_seconds is None else round(load_seconds, 3))
