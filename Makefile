@@ -38,7 +38,7 @@ bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNe
 bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 min)
 	$(BIN)/python benchmarks/bench_train.py --size 64 --iterations 30 --base-channels 8
 
-acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured) then weak (~6 h est.) supervision on 2 CPU cores
+acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured) then weak (~3.5 h est.) supervision on 2 CPU cores
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 
