@@ -44,6 +44,11 @@ def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunn
         runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"]))
 
 
+def uses_encoder(cfg: Dict[str, Any]) -> bool:
+    """Does any method embed with the GCL / --encoder encoder (rather than pixels or nothing)?"""
+    return any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"])
+
+
 def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[str]:
     if cfg.get("encoder"):
         return encoder_for(cfg["encoder"], seed)
@@ -54,7 +59,7 @@ def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[
 
 def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner: StepRunner) -> None:
     """The GCL encoder of one seed (trained once, reused by every round) and its embeddings."""
-    if not any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"]):
+    if not uses_encoder(cfg):
         return
     encoder = encoder_for_seed(cfg, run_dir, seed)
     if encoder is None:
@@ -71,7 +76,7 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
 
 def _seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
     """Is the seed's embedding store done (or not needed at all)?"""
-    if not any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"]):
+    if not uses_encoder(cfg):
         return True
     out = layout.embeddings_path(run_dir, f"seed{seed}")
     return layout.is_done(out.parent, out.name)
