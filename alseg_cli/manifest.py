@@ -25,7 +25,7 @@ KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation",
 
 def library_versions() -> Dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("numpy", "torch", "torchvision", "zarr", "scipy", "nibabel", "SimpleITK"):
+    for name in ("numpy", "torch", "torchvision", "zarr", "scipy", "sklearn", "nibabel", "SimpleITK"):
         module = sys.modules.get(name)
         if module is not None:
             versions[name] = getattr(module, "__version__", None) or getattr(module, "Version", lambda: "?")()

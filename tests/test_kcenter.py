@@ -42,6 +42,33 @@ def test_matches_with_labelled_and_offset_data():
     assert not set(got) & set(lab)
 
 
+def incremental_greedy64(x, budget, labeled):
+    """The same float64 greedy, with the nearest-centre distances kept incrementally."""
+    x = np.asarray(x, dtype=np.float64)
+    min_d = np.full(len(x), np.inf)
+    for c in labeled:
+        min_d = np.minimum(min_d, ((x - x[c]) ** 2).sum(1))
+    min_d[list(labeled)] = -1.0
+    picks = []
+    for _ in range(budget):
+        nxt = int(np.argmax(min_d))
+        picks.append(nxt)
+        min_d = np.minimum(min_d, ((x - x[nxt]) ** 2).sum(1))
+        min_d[nxt] = -1.0
+    return picks
+
+
+@pytest.mark.parametrize("update", ["direct", "filtered"])
+def test_offset_large_against_spread_gives_the_float64_greedy(update):
+    # 10 + 0.05 N(0, 1): uncentred float32 products put 5 % of points on the wrong labelled
+    # centre and the picks left the float64 greedy's at step 35
+    rng = np.random.default_rng(11)
+    x = (10.0 + 0.05 * rng.normal(size=(5000, 64))).astype(np.float32)
+    lab = rng.choice(5000, 100, replace=False).tolist()
+    got = kcenter_greedy(x, 80, labeled=lab, device="cpu", update=update)
+    assert got == incremental_greedy64(x, 80, lab)
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 100, 1000])
 def test_chunking_invariance(chunk):
     x = np.random.default_rng(1).normal(size=(257, 8)).astype(np.float32)

@@ -80,78 +80,113 @@ def select_coregcn(ctx: SelectionContext) -> List[int]:
 
 # ---- TypiClust (Hacohen et al. 2022) -------------------------------------------------
 
-def kmeans(x, k: int, seed: int, iters: int = 50):
-    """Seeded k-means++ initialisation then Lloyd iterations; returns (labels, centres)."""
+TYPICLUST_MIN_CLUSTER_SIZE = 5     # official MIN_CLUSTER_SIZE: clusters of <= 5 points are never chosen
+TYPICLUST_MAX_CLUSTERS = 500       # official MAX_NUM_CLUSTERS
+TYPICLUST_KNN = 20                 # official K_NN
+
+
+def kmeans(x, k: int, seed: int, n_init: int = 3):
+    """k-means++ with ``n_init`` restarts (scikit-learn's Lloyd); returns (labels, centres, inertia).
+
+    The official TypiClust code uses scikit-learn ``KMeans`` up to 50 clusters and
+    ``MiniBatchKMeans`` above; alseg uses full k-means at every K (better clusters, same method).
+    """
+    import torch
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    arr = x.double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    with threadpool_limits(limits=torch.get_num_threads()):   # never more threads than torch was given
+        km = KMeans(n_clusters=int(k), n_init=int(n_init), random_state=int(seed)).fit(arr)
+    return km.labels_.astype(np.int64), km.cluster_centers_, float(km.inertia_)
+
+
+def typicality(x, knn: int, squared: bool = False):
+    """Typicality(x) = 1 / (mean distance to its ``knn`` nearest other points) (paper, eq. 1).
+
+    x: one cluster's candidate features. The paper's formula uses the L2 distance; the
+    official code's faiss ``IndexFlatL2`` returns squared L2 (``squared=True`` reproduces it).
+    With ``knn`` < 1 (a lone point) every typicality is 1.
+    """
     import torch
 
-    g = np.random.default_rng(seed)
-    n = x.shape[0]
-    centres = [int(g.integers(n))]
-    d2 = ((x - x[centres[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        p = d2.double().numpy()
-        total = p.sum()
-        nxt = int(g.choice(n, p=p / total)) if total > 0 else int(g.integers(n))
-        centres.append(nxt)
-        d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
-    c = x[centres].clone()
-    labels = None
-    for _ in range(iters):
-        new = torch.cdist(x, c).argmin(1)
-        if labels is not None and torch.equal(new, labels):
-            break
-        labels = new
-        sums = torch.zeros_like(c).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k)
-        filled = counts > 0                      # an emptied cluster keeps its old centre
-        c[filled] = sums[filled] / counts[filled, None].to(x.dtype)
-    return labels.numpy(), c
-
-
-def typicality(x, knn: int):
-    """1 / mean distance to the ``knn`` nearest other points (x: one cluster's features)."""
-    import torch
-
+    x = torch.as_tensor(x, dtype=torch.float64)
     if x.shape[0] < 2 or knn < 1:
-        return torch.ones(x.shape[0])
+        return torch.ones(x.shape[0], dtype=torch.float64)
     d = torch.cdist(x, x)
+    if squared:
+        d = d * d
     d.fill_diagonal_(float("inf"))
     near = d.topk(knn, dim=1, largest=False).values
-    return 1.0 / (near.mean(1) + 1e-8)
+    return 1.0 / (near.mean(1) + 1e-5)      # official epsilon
 
 
-@METHODS.register("typiclust", "TypiClust: k-means (K = |L| + budget, cap 500); most typical point of the largest "
-                  "uncovered clusters.", needs="embeddings")
+def typiclust_order(labels: np.ndarray, n_labeled: int, n_clusters: int) -> np.ndarray:
+    """Cluster visiting order, fixed once: eligible clusters (more than MIN_CLUSTER_SIZE points)
+    by (fewest labelled points, largest, lowest id), then the small ones in the same order."""
+    sizes = np.bincount(labels, minlength=n_clusters)
+    covered = np.bincount(labels[:n_labeled], minlength=n_clusters)
+    ids = np.arange(n_clusters)
+    order = ids[np.lexsort((ids, -sizes, covered))]
+    order = order[sizes[order] > 0]
+    eligible = sizes[order] > TYPICLUST_MIN_CLUSTER_SIZE
+    return np.concatenate([order[eligible], order[~eligible]]), int(eligible.sum())
+
+
+def typiclust_pick(x, labels: np.ndarray, n_labeled: int, k: int, knn: int = TYPICLUST_KNN,
+                   squared: bool = False) -> List[int]:
+    """TypiClust's selection on given clusters; returns positions into ``x`` (the first
+    ``n_labeled`` rows are labelled and never picked).
+
+    As the official ``select_samples``: visit the eligible clusters round-robin in
+    ``typiclust_order``; in each take the most typical of its not-yet-chosen unlabelled
+    members, typicality computed among those members with K = min(knn, n // 2). Where the
+    official code crashes (a cluster runs out of members, or the budget outgrows the eligible
+    clusters) alseg skips exhausted clusters and, once every eligible cluster is exhausted,
+    continues round-robin over the small clusters, largest first.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    order, n_eligible = typiclust_order(labels, n_labeled, n_clusters)
+    free = np.ones(labels.size, bool)
+    free[:n_labeled] = False
+    remaining = np.bincount(labels[free], minlength=n_clusters)
+    if k > int(free.sum()):
+        raise AlsegError(f"typiclust: budget {k} exceeds the {int(free.sum())} unlabelled points")
+    picks: List[int] = []
+    tiers = [order[:n_eligible], order[n_eligible:]]
+    for tier in tiers:
+        step = 0
+        while len(picks) < k and remaining[tier].sum() > 0:
+            j = int(tier[step % tier.size])
+            step += 1
+            if remaining[j] == 0:
+                continue
+            members = np.flatnonzero((labels == j) & free)
+            typ = typicality(x[members], min(knn, members.size // 2), squared).numpy()
+            best = int(members[int(np.argmax(typ))])     # ties: the lowest position, as np.argmax
+            picks.append(best)
+            free[best] = False
+            remaining[j] -= 1
+    return picks
+
+
+@METHODS.register("typiclust", "TypiClust: k-means++ (K = |L| + budget, cap 500); round-robin over clusters of "
+                  "more than 5 points, fewest labelled then largest first, most typical point of each; "
+                  "past those, the small clusters.", needs="embeddings")
 def select_typiclust(ctx: SelectionContext) -> List[int]:
     import torch
 
     vectors = ctx.need_vectors("typiclust")
     nodes = np.concatenate([ctx.labeled, ctx.pool])
-    x = torch.from_numpy(np.asarray(vectors[nodes], dtype=np.float32))
-    n_clusters = min(ctx.labeled.size + ctx.k, int(ctx.options.get("max_clusters", 500)), nodes.size)
-    labels, _ = kmeans(x, n_clusters, ctx.seed)
-    is_lab = np.zeros(nodes.size, bool)
-    is_lab[: ctx.labeled.size] = True
-    sizes = np.bincount(labels, minlength=n_clusters)
-    covered = np.bincount(labels[is_lab], minlength=n_clusters)
-    knn_max = int(ctx.options.get("typiclust_knn", 20))
-    picks: List[int] = []
-    taken = is_lab.copy()
-    untaken = np.bincount(labels[~taken], minlength=n_clusters)
-    while len(picks) < ctx.k:
-        free = untaken > 0
-        # fewest labelled points first, then the largest cluster, then the lowest cluster id
-        order = np.lexsort((np.arange(n_clusters), -sizes, covered))
-        j = next(int(c) for c in order if free[c])
-        members = np.flatnonzero(labels == j)
-        typ = typicality(x[members], min(knn_max, members.size // 2)).numpy()
-        cand = members[~taken[members]]
-        best = top_k(cand, typ[np.searchsorted(members, cand)], 1)[0]
-        picks.append(int(nodes[best]))
-        taken[best] = True
-        untaken[j] -= 1
-        covered[j] += 1
-    return picks
+    x = torch.from_numpy(np.asarray(vectors[nodes], dtype=np.float64))
+    n_clusters = min(ctx.labeled.size + ctx.k, int(ctx.options.get("max_clusters", TYPICLUST_MAX_CLUSTERS)),
+                     nodes.size)
+    labels = kmeans(x, n_clusters, ctx.seed)[0]
+    squared = ctx.options.get("typiclust_distance", "l2") == "sqeuclidean"
+    picks = typiclust_pick(x, labels, ctx.labeled.size, ctx.k,
+                           knn=int(ctx.options.get("typiclust_knn", TYPICLUST_KNN)), squared=squared)
+    return [int(nodes[p]) for p in picks]
 
 
 # ---- VAAL (Sinha et al. 2019) --------------------------------------------------------

@@ -14,8 +14,12 @@ def command(
     sources: List[Path] = typer.Argument(..., help="Loop RUN_DIR(s) or evaluation JSONs laid out as "
                                                    "<method>/seed<k>/round<pct>/eval.json."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for table.csv, table.md, table.json, "
-                                                                  "dice.png, timings.md (default RUN_DIR/bootstrap)."),
+                                                                  "METRIC.png, timings.md (default RUN_DIR/bootstrap)."),
     unit: str = typer.Option("volume", "--unit", help="Resample test volumes, or slices for sets with few volumes."),
+    metric: str = typer.Option("dice", "--metric",
+                               help="dice (%, higher is better); hd95: the paper's pooled HD95 (medpy: one "
+                                    "95th percentile of both surfaces' distances); hd95_max: the larger "
+                                    "directed 95th percentile (MONAI). HD95 is lower-is-better, per volume."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (appendix D: 1000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the resample indices (shared by all methods: paired)."),
     no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG plot."),
@@ -26,11 +30,14 @@ def command(
     Per method and budget: 1,000 resamples of the test volumes with replacement, the mean
     over seeds per resample, error = 2 x the sample standard deviation (ddof=1) of those
     means; the same resamples for every method. Table on stderr (best mean in bold).
+    A cell missing a seed that other cells have is marked † and warned about.
     """
     from ..api import bootstrap
     from ..metrics.report import rich_table
 
     manifest = bootstrap([str(s) for s in sources], out, unit=unit, n_boot=n_boot, seed=seed,
-                         force=force, plot_png=not no_plot)
+                         force=force, plot_png=not no_plot, metric=metric)
     err_console.print(rich_table(manifest["table"]))
+    for warning in manifest["table"]["warnings"]:
+        err_console.print(f"[yellow]alseg: warning:[/] {warning}", highlight=False, soft_wrap=True)
     emit(manifest)

@@ -28,6 +28,11 @@ def command(
     mc_samples: int = typer.Option(40, "--mc-samples", help="MC-dropout passes (bald, mc-variance)."),
     batch_slices: int = typer.Option(10, "--batch-slices", help="Slices per batch (stochastic-batches)."),
     reduce: str = typer.Option("mean", "--reduce", help="Pixel-to-slice reduction: mean, max or sum."),
+    typicality: str = typer.Option("l2", "--typicality",
+                                   help="typiclust: 'l2' (the paper's mean L2 distance to the 20 nearest "
+                                        "neighbours) or 'sqeuclidean' (the official code's faiss distances). "
+                                        "Clusters of 5 points or fewer are only used once the larger ones "
+                                        "are exhausted."),
     list_: bool = typer.Option(False, "--list", help="List the methods with what they need, then exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -69,10 +74,15 @@ def command(
             "labeled": labeled if isinstance(labeled, str) else "<stdin>", "seed": seed,
             "out": None if out is None else str(out), "mc_samples": mc_samples,
             "batch_slices": batch_slices, "reduce": reduce, "device": device}
+    if typicality not in ("l2", "sqeuclidean"):
+        raise AlsegError(f"--typicality {typicality!r}: choose l2 or sqeuclidean")
+    options = {}
+    if method == "typiclust":
+        options["typiclust_distance"] = args["typicality"] = typicality
     manifest = select(method=method, budget=budget, add=add, embeddings=embeddings, dataset=dataset,
                       models=[str(m) for m in model or []], labeled=labeled, seed=seed, out=out,
                       mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, force=force,
-                      device=device, args=args)
+                      device=device, options=options, args=args)
     b = manifest["budget"]
     err_console.print(f"{method}: selected {b['added']} slices ({b['resolved']} of {b['pool']} labelled "
                       f"after this round) in {manifest['seconds']:.2f} s", highlight=False)

@@ -28,7 +28,7 @@ def resample_indices(n_units: int, n_boot: int = 1000, seed: int = 0) -> np.ndar
     return rng.integers(0, n_units, size=(n_boot, n_units), dtype=np.int64)
 
 
-def _as_matrix(scores) -> np.ndarray:
+def _as_matrix(scores, allow_nan: bool = False) -> np.ndarray:
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim == 1:
         arr = arr[None, :]
@@ -36,22 +36,33 @@ def _as_matrix(scores) -> np.ndarray:
         raise AlsegError(f"bootstrap scores must be (runs, units); got shape {arr.shape}")
     if arr.size == 0:
         raise AlsegError(f"bootstrap scores are empty (shape {arr.shape})")
-    if not np.all(np.isfinite(arr)):
+    if np.isinf(arr).any() or (not allow_nan and np.isnan(arr).any()):
         raise AlsegError("bootstrap scores contain NaN or inf; fix or drop those runs/volumes first")
+    if np.isnan(arr).all():
+        raise AlsegError("bootstrap scores are all undefined (NaN)")
     return arr
 
 
-def bootstrap_means(scores, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """The ``n_boot`` resampled statistics (mean over runs of the mean over resampled units)."""
-    arr = _as_matrix(scores)
+def bootstrap_means(scores, n_boot: int = 1000, seed: int = 0, allow_nan: bool = False) -> np.ndarray:
+    """The ``n_boot`` resampled statistics (mean over runs of the mean over resampled units).
+
+    ``allow_nan`` (HD95, undefined where a class is absent): a resample's statistic is the
+    mean of its defined (run, unit) values; without NaN this is the same statistic.
+    """
+    arr = _as_matrix(scores, allow_nan)
     idx = resample_indices(arr.shape[1], n_boot, seed)
+    if allow_nan and np.isnan(arr).any():
+        defined = ~np.isnan(arr)
+        sums, counts = np.where(defined, arr, 0.0).sum(axis=0), defined.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
     # Mean over runs commutes with the mean over the drawn units, so average runs first:
     # the resample statistic is then a mean of per-unit averages (O(n_boot * units) work).
     per_unit = arr.mean(axis=0)
     return per_unit[idx].mean(axis=1)
 
 
-def bootstrap_error(scores, n_boot: int = 1000, seed: int = 0) -> Tuple[float, float]:
+def bootstrap_error(scores, n_boot: int = 1000, seed: int = 0, allow_nan: bool = False) -> Tuple[float, float]:
     """Return ``(mean, error)`` for a (runs, units) score matrix.
 
     ``mean`` is the plain mean over runs and units; ``error`` is 2 x the sample standard
@@ -59,6 +70,7 @@ def bootstrap_error(scores, n_boot: int = 1000, seed: int = 0) -> Tuple[float, f
     come from ``numpy.random.default_rng(seed)`` and the number of units only (paired).
     A 1-D input is treated as one run.
     """
-    arr = _as_matrix(scores)
-    means = bootstrap_means(arr, n_boot=n_boot, seed=seed)
-    return float(arr.mean()), float(2.0 * means.std(ddof=1))
+    arr = _as_matrix(scores, allow_nan)
+    means = bootstrap_means(arr, n_boot=n_boot, seed=seed, allow_nan=allow_nan)
+    means = means[~np.isnan(means)]          # a resample that drew only undefined units
+    return float(np.nanmean(arr)), float(2.0 * means.std(ddof=1))

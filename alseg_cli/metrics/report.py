@@ -1,6 +1,11 @@
 """`alseg bootstrap`: gather evaluations over methods x budgets x seeds, bootstrap error bars
 (appendix D, metrics/bootstrap.py), and write the paper-style table as CSV, Markdown, JSON
-and a PNG plot of Dice against the annotated fraction.
+and a PNG plot of the metric against the annotated fraction.
+
+Metrics: ``dice`` (higher is better, shown in %), ``hd95`` (the paper's pooled medpy HD95)
+and ``hd95_max`` (MONAI's directed maximum), lower is better, in the evaluation's unit.
+A unit's score is the mean over foreground classes; HD95's NaNs (class absent) are left out.
+A cell that lacks a seed the other cells have is marked (``missing_seeds``) and warned about.
 
 Sources are loop run directories (RUN_DIR/<method>/seed<k>/round<pct>/eval.json) or single
 evaluation JSONs laid out the same way or carrying "method", "budget" and "seed" fields.
@@ -25,23 +30,44 @@ ROUND_RE = re.compile(r"^round(\d+(?:\.\d+)?)$")
 SEED_RE = re.compile(r"^seed(\d+)$")
 
 
-def _unit_mean(entry) -> float:
-    """Mean over foreground classes of one unit's Dice (dict class -> value, list, or number)."""
-    dice = entry.get("dice", entry) if isinstance(entry, dict) else entry
-    if isinstance(dice, dict):
-        values = [v for k, v in dice.items() if k not in ("mean", "volume", "slice_id")]
-    elif isinstance(dice, (list, tuple)):
-        values = list(dice)
-    else:
-        values = [dice]
-    values = [float(v) for v in values if v is not None]
-    if not values:
-        raise AlsegError("an evaluation entry has no Dice values")
-    return float(np.mean(values))
+METRICS = {   # name -> (label, lower is better, scale for display)
+    "dice": ("mean Dice (%)", False, 100.0),
+    "hd95": ("mean HD95 (pooled, medpy)", True, 1.0),
+    "hd95_max": ("mean HD95 (directed max, MONAI)", True, 1.0),
+}
 
 
-def unit_scores(evaluation: Dict[str, Any], unit: str = "volume") -> Tuple[List[str], np.ndarray]:
-    """(names, per-unit mean-over-classes Dice) from an evaluation dict, sorted by name."""
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise AlsegError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
+
+
+def _unit_mean(entry, metric: str = "dice") -> float:
+    """Mean over foreground classes of one unit's metric (dict class -> value, list, or number).
+
+    Dice values must all be present; HD95's NaN / null (class absent) are left out, and a
+    unit with no defined HD95 is NaN.
+    """
+    values = entry.get(metric, entry if metric == "dice" else None) if isinstance(entry, dict) else entry
+    if values is None:
+        raise AlsegError(f"an evaluation entry has no {metric} values (re-run evaluate with this alseg)")
+    if isinstance(values, dict):
+        values = [v for k, v in values.items() if k not in ("mean", "volume", "slice_id")]
+    elif not isinstance(values, (list, tuple)):
+        values = [values]
+    if metric == "dice":
+        values = [float(v) for v in values if v is not None]
+        if not values:
+            raise AlsegError("an evaluation entry has no Dice values")
+        return float(np.mean(values))
+    values = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def unit_scores(evaluation: Dict[str, Any], unit: str = "volume",
+                metric: str = "dice") -> Tuple[List[str], np.ndarray]:
+    """(names, per-unit mean-over-classes metric) from an evaluation dict, sorted by name."""
     keys = ("per_volume", "volumes") if unit == "volume" else ("per_slice", "slices")
     entries = None
     for key in keys:
@@ -58,7 +84,7 @@ def unit_scores(evaluation: Dict[str, Any], unit: str = "volume") -> Tuple[List[
         pairs = []
         for i, e in enumerate(entries):
             name = next((e[k] for k in name_keys if isinstance(e, dict) and k in e), str(i))
-            pairs.append((str(name), _unit_mean(e)))
+            pairs.append((str(name), _unit_mean(e, metric)))
     pairs.sort()
     return [p[0] for p in pairs], np.array([p[1] for p in pairs], dtype=np.float64)
 
@@ -100,7 +126,7 @@ def _records_from_eval(path: Path, label: Optional[str] = None) -> Dict[str, Any
             "seed": int(seed), "eval": data, "path": str(path)}
 
 
-def collect(sources, unit: str = "volume") -> List[Dict[str, Any]]:
+def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[str, Any]]:
     """Every (label, budget, seed, evaluation) found in the sources."""
     records = []
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
@@ -125,12 +151,20 @@ def collect(sources, unit: str = "volume") -> List[Dict[str, Any]]:
         else:
             records.append(_records_from_eval(path))
     for rec in records:
-        rec["names"], rec["scores"] = unit_scores(rec["eval"], unit)
+        if unit == "slice" and metric != "dice":
+            raise AlsegError(f"--metric {metric} is per volume; use --unit volume")
+        rec["names"], rec["scores"] = unit_scores(rec["eval"], unit, metric)
     return records
 
 
-def build_table(records, n_boot: int = 1000, seed: int = 0) -> Dict[str, Any]:
-    """Bootstrap each (label, budget) cell over its seeds; mark the best mean per budget."""
+def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice") -> Dict[str, Any]:
+    """Bootstrap each (label, budget) cell over its seeds; mark the best mean per budget.
+
+    Every cell is expected to hold every seed found anywhere in ``records``; a cell that
+    lacks some lists them in ``missing_seeds`` (and ``warnings`` says so).
+    """
+    _check_metric(metric)
+    lower_better = METRICS[metric][1]
     cells: Dict[Tuple[str, float], Dict[int, Dict]] = {}
     for rec in records:
         cell = cells.setdefault((rec["label"], rec["budget"]), {})
@@ -139,7 +173,8 @@ def build_table(records, n_boot: int = 1000, seed: int = 0) -> Dict[str, Any]:
         cell[rec["seed"]] = rec
     labels = sorted({k[0] for k in cells})
     budgets = sorted({k[1] for k in cells})
-    rows = []
+    all_seeds = sorted({rec["seed"] for rec in records})
+    rows, warnings = [], []
     for (label, budget), by_seed in sorted(cells.items()):
         seeds = sorted(by_seed)
         names = by_seed[seeds[0]]["names"]
@@ -148,15 +183,34 @@ def build_table(records, n_boot: int = 1000, seed: int = 0) -> Dict[str, Any]:
                 raise AlsegError(f"{by_seed[s]['path']}: test units differ from {by_seed[seeds[0]]['path']}; "
                                  "runs of one cell must be evaluated on the same split")
         matrix = np.stack([by_seed[s]["scores"] for s in seeds])
-        mean, err = bootstrap_error(matrix, n_boot=n_boot, seed=seed)
+        mean, err = bootstrap_error(matrix, n_boot=n_boot, seed=seed, allow_nan=metric != "dice")
+        missing = [s for s in all_seeds if s not in by_seed]
+        if missing:
+            warnings.append(f"{label} at {budget:g}%: no evaluation for seed(s) "
+                            f"{', '.join(map(str, missing))}; its cell averages {len(seeds)} seed(s)")
         rows.append({"method": label, "budget": budget, "mean": mean, "error": err,
-                     "seeds": seeds, "units": len(names)})
+                     "seeds": seeds, "missing_seeds": missing, "units": len(names)})
     for budget in budgets:
-        at = [r for r in rows if r["budget"] == budget]
-        best = max(r["mean"] for r in at)
-        for r in at:
-            r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
-    return {"methods": labels, "budgets": budgets, "rows": rows}
+        at = [r for r in rows if r["budget"] == budget and not math.isnan(r["mean"])]
+        best = (min if lower_better else max)((r["mean"] for r in at), default=float("nan"))
+        for r in rows:
+            if r["budget"] == budget:
+                r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
+    return {"metric": metric, "methods": labels, "budgets": budgets, "rows": rows,
+            "seeds": all_seeds, "warnings": warnings}
+
+
+def _text(table, r) -> str:
+    """One cell: mean ± error in display units, a dagger when seeds are missing."""
+    scale = METRICS[table.get("metric", "dice")][2]
+    text = f"{scale * r['mean']:.1f} ± {scale * r['error']:.1f}"
+    return text + ("†" if r.get("missing_seeds") else "")
+
+
+def _footnote(table) -> str:
+    if not any(r.get("missing_seeds") for r in table["rows"]):
+        return ""
+    return f"\n† fewer seeds than the {len(table['seeds'])} found elsewhere ({', '.join(map(str, table['seeds']))})\n"
 
 
 def _cell(table, label, budget) -> Optional[Dict]:
@@ -173,37 +227,40 @@ def to_markdown(table) -> str:
             if r is None:
                 cells.append("")
                 continue
-            text = f"{100 * r['mean']:.1f} ± {100 * r['error']:.1f}"
+            text = _text(table, r)
             cells.append(f"**{text}**" if r["best"] else text)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _footnote(table)
 
 
 def write_csv(table, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "budget_percent", "mean_dice", "error", "best", "seeds", "units"])
+        w.writerow(["method", "budget_percent", f"mean_{table.get('metric', 'dice')}", "error", "best", "seeds",
+                    "missing_seeds", "units"])
         for r in table["rows"]:
             w.writerow([r["method"], f"{r['budget']:g}", f"{r['mean']:.6f}", f"{r['error']:.6f}",
-                        int(r["best"]), " ".join(map(str, r["seeds"])), r["units"]])
+                        int(r["best"]), " ".join(map(str, r["seeds"])),
+                        " ".join(map(str, r.get("missing_seeds", []))), r["units"]])
 
 
-def plot(table, path: Path, title: str = "Dice vs annotated fraction") -> None:
+def plot(table, path: Path, title: Optional[str] = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    name, _, scale = METRICS[table.get("metric", "dice")]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label in table["methods"]:
         rs = sorted((r for r in table["rows"] if r["method"] == label), key=lambda r: r["budget"])
         x = np.array([r["budget"] for r in rs])
-        y = np.array([100 * r["mean"] for r in rs])
-        e = np.array([100 * r["error"] for r in rs])
+        y = np.array([scale * r["mean"] for r in rs])
+        e = np.array([scale * r["error"] for r in rs])
         ax.plot(x, y, marker="o", label=label)
         ax.fill_between(x, y - e, y + e, alpha=0.2)
     ax.set_xlabel("annotated fraction of the pool (%)")
-    ax.set_ylabel("mean Dice (%)")
-    ax.set_title(title)
+    ax.set_ylabel(name)
+    ax.set_title(title or f"{name.split(' (')[0]} vs annotated fraction")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -215,7 +272,8 @@ def rich_table(table):
     """The table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
     from rich.table import Table
 
-    t = Table(title="mean Dice (%) ± bootstrap error (2 sd, paired)")
+    t = Table(title=f"{METRICS[table.get('metric', 'dice')][0]} ± bootstrap error (2 sd, paired)",
+              caption=_footnote(table).strip() or None)
     t.add_column("method")
     for b in table["budgets"]:
         t.add_column(f"{b:g}%", justify="right")
@@ -223,15 +281,15 @@ def rich_table(table):
         cells = []
         for b in table["budgets"]:
             r = _cell(table, label, b)
-            text = "" if r is None else f"{100 * r['mean']:.1f} ± {100 * r['error']:.1f}"
+            text = "" if r is None else _text(table, r)
             cells.append(f"[bold]{text}[/bold]" if r is not None and r["best"] else text)
         t.add_row(label, *cells)
     return t
 
 
 def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
-                     force: bool = False, plot_png: bool = True) -> Dict[str, Any]:
-    """Compute the table and write table.csv, table.md, table.json and dice.png into ``out``.
+                     force: bool = False, plot_png: bool = True, metric: str = "dice") -> Dict[str, Any]:
+    """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``.
 
     ``out`` defaults to RUN_DIR/bootstrap for a single run directory. Returns the manifest.
     """
@@ -245,13 +303,14 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
             raise AlsegError(f"{s}: not found (give a loop RUN_DIR or evaluation JSON files)")
     if unit not in ("volume", "slice"):
         raise AlsegError(f"--unit {unit!r}: choose volume or slice")
+    _check_metric(metric)
     if out is None:
         if len(sources) == 1 and Path(sources[0]).is_dir():
             out = Path(sources[0]) / "bootstrap"
         else:
             raise AlsegError("several sources: pass -o OUT_DIR for the table, CSV and plot")
-    records = collect(sources, unit)
-    table = build_table(records, n_boot=n_boot, seed=seed)
+    records = collect(sources, unit, metric)
+    table = build_table(records, n_boot=n_boot, seed=seed, metric=metric)
     out = Path(out)
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
     with atomic_path(out, force=force) as tmp:
@@ -260,7 +319,7 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         (tmp / "table.md").write_text(to_markdown(table), encoding="utf-8")
         (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
         if plot_png:
-            plot(table, tmp / "dice.png")
+            plot(table, tmp / f"{metric}.png")
         if run_dirs:   # loop runs: also the wall time of each stage, from their markers
             from ..experiment.timings import stage_times, timings_markdown
             times = stage_times(*run_dirs)
@@ -270,7 +329,7 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
     if run_dirs:
         outputs["timings"] = out / "timings.md"
     if plot_png:
-        outputs["plot"] = out / "dice.png"
-    return make_manifest("bootstrap", args={"unit": unit, "n_boot": n_boot, "seed": seed,
+        outputs["plot"] = out / f"{metric}.png"
+    return make_manifest("bootstrap", args={"unit": unit, "metric": metric, "n_boot": n_boot, "seed": seed,
                                            "sources": [str(Path(s).resolve()) for s in sources]},
                          outputs=outputs, seed=seed, table=table, evaluations=len(records))
