@@ -44,3 +44,8 @@ def bootstrap(sources, out=None, **options):
 def run_loop(out, **options):
     from .experiment.loop import run_loop as _run_loop
     return _run_loop(out, **options)
+
+
+def verify(store):
+    from .store import verify_store
+    return verify_store(store)

@@ -1,11 +1,16 @@
 """Atomic outputs: write to a temporary sibling, rename into place when complete.
 
 A failed or interrupted command therefore never leaves a half-written store or
-manifest, and an existing output is only replaced when the caller asked for it.
+manifest, and an existing output is only replaced when the caller asked for it. While an
+output is being written a lock file ``.NAME.lock`` (holding the writer's pid) sits beside
+it: a second command aiming at the same path fails at once, and the final rename never
+replaces an output that appeared meanwhile (no-replace link / rename). Whoever takes the
+lock removes the temporaries of writers that were killed (``.NAME.tmp-*``).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,13 +23,97 @@ from .errors import AlsegError
 PathLike = Union[str, os.PathLike]
 
 
+def _exists_error(path: Path) -> AlsegError:
+    return AlsegError(f"{path} already exists; pass --force to overwrite it")
+
+
+def _os_error(path: Path, exc: OSError) -> AlsegError:
+    """An OSError as a sentence naming the output (read-only disks, permissions, full disks)."""
+    why = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full",
+           errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno, exc.strerror or str(exc))
+    return AlsegError(f"cannot write {path}: {why}; choose another output path")
+
+
 def check_writable(path: PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing output unless ``force``; create the parent folder."""
     path = Path(path)
     if path.exists() and not force:
-        raise AlsegError(f"{path} already exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise _exists_error(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if not os.access(path.parent, os.W_OK):
+        raise _os_error(path, OSError(errno.EACCES, "permission denied"))
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _output_lock(final: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``final``; a live holder is an error, a dead one's lock is taken over."""
+    lock = final.with_name(f".{final.name}.lock")
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if attempt == 0 and pid != os.getpid() and not (pid and _pid_alive(pid)):
+                lock.unlink(missing_ok=True)      # its writer was killed
+                continue
+            raise AlsegError(f"{final} is being written by another alseg process (pid {pid}); "
+                             f"wait for it to finish, or remove {lock} if no such process runs") from None
+        except OSError as exc:
+            raise _os_error(final, exc) from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _clean_stale(final: Path) -> None:
+    """Remove temporaries and backups left beside ``final`` by killed writers (we hold the lock)."""
+    for pattern in (f".{final.name}.tmp-*", f".{final.name}.old-*"):
+        for stale in final.parent.glob(pattern):
+            _remove(stale)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final`` without ever replacing something that is there."""
+    if tmp.is_dir():
+        try:
+            os.rename(tmp, final)         # fails on an existing non-empty directory or a file
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise _exists_error(final) from None
+            raise
+        return
+    try:
+        os.link(tmp, final)               # atomic, and fails when final exists
+    except FileExistsError:
+        raise _exists_error(final) from None
+    except OSError:                       # no hard links here (some network file systems)
+        if final.exists():
+            raise _exists_error(final) from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
 
 
 def _remove(path: Path) -> None:
@@ -42,19 +131,28 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
     output is deleted and ``path`` is left as it was.
     """
     final = check_writable(path, force)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        if final.exists():
-            backup = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(final, backup)
-            os.replace(tmp, final)
-            _remove(backup)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+    with _output_lock(final):
+        _clean_stale(final)
+        if final.exists() and not force:          # appeared after check_writable
+            raise _exists_error(final)
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            yield tmp
+            if final.exists() and force:
+                backup = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(final, backup)
+                os.replace(tmp, final)
+                _remove(backup)
+            else:
+                _commit(tmp, final)
+        except OSError as exc:
+            _remove(tmp)
+            if isinstance(exc, (PermissionError,)) or exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                raise _os_error(final, exc) from None
+            raise
+        except BaseException:
+            _remove(tmp)
+            raise
 
 
 def write_json(path: PathLike, obj, force: bool = True) -> Path:

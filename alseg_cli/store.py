@@ -11,6 +11,15 @@ Dataset store (``attrs.format == "alseg.dataset"``):
            source, preprocessing, content_hash
 Embeddings store (``attrs.format == "alseg.embeddings"``):
     vectors (N, D) float32 or float16; slice_id (N,) strings; attrs: encoder, dataset.
+
+Strings are zarr v3 variable-length UTF-8, readable by any zarr v3 library.
+
+Integrity: zarr reads a missing chunk as its fill value, so a deleted shard would be
+read as zeros without a word. Each store therefore carries ``chunks.json``: every chunk
+file written, with its size. Opening a store checks that listing against the disk (a
+directory walk and a stat per file, no reads), so a missing or truncated chunk is a
+one-line error naming the store and array; ``verify_store`` (``alseg verify``) also
+recomputes the content hash.
 """
 from __future__ import annotations
 
@@ -18,6 +27,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
+
+import json
+import os
 
 import numpy as np
 import zarr
@@ -30,6 +42,9 @@ DATASET_FORMAT = "alseg.dataset"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
 SHARD_SLICES = 64
+CHUNKS_FILE = "chunks.json"
+HASH_SKIP = {"zarr.json", CHUNKS_FILE}     # root metadata (holds the hash) and the chunk listing
+MAKERS = {DATASET_FORMAT: "alseg prep", EMBEDDINGS_FORMAT: "alseg embed"}
 
 
 @dataclass
@@ -48,9 +63,70 @@ class Volume:
 
 
 def _strings(group, name: str, values: Sequence[str]) -> None:
-    arr = group.create_array(name, shape=(len(values),), dtype=str, chunks=(max(1, len(values)),))
+    arr = group.create_array(name, shape=(len(values),), dtype=zarr.dtype.VariableLengthUTF8(),
+                             chunks=(max(1, len(values)),))
     if len(values):
-        arr[:] = np.asarray(values, dtype=object).astype(str)
+        arr[:] = np.asarray([str(v) for v in values], dtype=object)
+
+
+def _chunk_files(root: Path) -> Dict[str, Dict[str, int]]:
+    """{array path: {chunk key: bytes}} for every array under ``root`` (zarr v3 default keys)."""
+    out: Dict[str, Dict[str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if "c" in dirnames and "zarr.json" in filenames:
+            array = Path(dirpath).relative_to(root).as_posix()
+            files = out.setdefault(array, {})
+            for sub, _, names in os.walk(Path(dirpath) / "c"):
+                for name in names:
+                    full = Path(sub) / name
+                    files[full.relative_to(dirpath).as_posix()] = full.stat().st_size
+            dirnames.remove("c")
+    return out
+
+
+def _finish_store(tmp: Path, root) -> str:
+    """Record the chunk files and the content hash of a store that is fully written."""
+    (tmp / CHUNKS_FILE).write_text(json.dumps(_chunk_files(tmp), sort_keys=True), encoding="utf-8")
+    digest = hash_tree(tmp, skip=HASH_SKIP)
+    root.attrs["content_hash"] = digest
+    return digest
+
+
+def damaged(path, what: str, fmt: Optional[str] = None) -> AlsegError:
+    maker = MAKERS.get(fmt, "the command that made it")
+    return AlsegError(f"{path}: {what}; the store is damaged: re-run {maker} (with --force) to rebuild it")
+
+
+def check_chunks(path) -> None:
+    """Every chunk file listed in ``chunks.json`` exists with its recorded size (stores that
+    predate the listing are not checked)."""
+    path = Path(path)
+    listing = path / CHUNKS_FILE
+    if not listing.exists():
+        return
+    fmt = _peek_format(path)
+    try:
+        expected = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise damaged(path, f"{CHUNKS_FILE} is unreadable ({exc.__class__.__name__})", fmt) from None
+    found = _chunk_files(path)
+    for array, files in sorted(expected.items()):
+        have = found.get(array, {})
+        for key, size in sorted(files.items()):
+            if key not in have:
+                raise damaged(path, f"array {array!r} lacks chunk file {key} "
+                                    f"({len(files) - len(set(files) & set(have))} of {len(files)} missing)", fmt)
+            if have[key] != size:
+                raise damaged(path, f"array {array!r} chunk file {key} has {have[key]} bytes, "
+                                    f"{size} were written (truncated or altered)", fmt)
+
+
+def _peek_format(path: Path) -> Optional[str]:
+    try:
+        return json.loads((path / "zarr.json").read_text(encoding="utf-8")).get("attributes", {}).get("format")
+    except (OSError, ValueError):
+        return None
 
 
 def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, str],
@@ -120,20 +196,20 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
             **attrs,
         }
         root.attrs.update(meta)
-        meta["content_hash"] = hash_tree(tmp, skip={"zarr.json"})
-        root.attrs["content_hash"] = meta["content_hash"]
+        meta["content_hash"] = _finish_store(tmp, root)
     return meta
-
-
-def read_strings(arr) -> np.ndarray:
-    """A zarr string array as a numpy unicode array."""
-    return np.array(arr[:].tolist(), dtype=str)
 
 
 def _open_group(path, fmt: str):
     path = Path(path)
     if not path.exists():
         raise AlsegError(f"{path}: no such store")
+    meta = path / "zarr.json"
+    if meta.is_file():
+        try:
+            json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise damaged(path, f"its zarr.json is unreadable ({exc.__class__.__name__}: truncated?)", fmt) from None
     try:
         root = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for non-stores
@@ -144,10 +220,62 @@ def _open_group(path, fmt: str):
     if attrs.get("version") != STORE_VERSION:
         raise AlsegError(f"{path}: {fmt} version {attrs.get('version')} is not supported "
                          f"(this alseg reads version {STORE_VERSION})")
+    check_chunks(path)
     return root, attrs
 
 
-class DatasetStore:
+class _Store:
+    """Shared read plumbing: every array access names the store and array when it fails."""
+
+    path: Path
+    root: object
+    attrs: Dict
+
+    def array(self, name: str):
+        try:
+            return self.root[name]
+        except KeyError:
+            raise AlsegError(f"{self.path}: has no array {name!r}") from None
+        except Exception as exc:
+            raise damaged(self.path, f"array {name!r} metadata is unreadable ({exc.__class__.__name__})",
+                          self.attrs.get("format")) from None
+
+    def read(self, name: str, idx=None) -> np.ndarray:
+        arr = self.array(name)
+        try:
+            return arr[:] if idx is None else arr.get_orthogonal_selection((np.asarray(idx),))
+        except (IndexError, TypeError):
+            raise
+        except Exception as exc:
+            raise damaged(self.path, f"array {name!r} cannot be read ({exc.__class__.__name__})",
+                          self.attrs.get("format")) from None
+
+    def strings(self, name: str) -> np.ndarray:
+        return np.array(self.read(name).tolist(), dtype=str)
+
+
+def verify_store(path) -> Dict:
+    """Check a dataset or embeddings store completely: format, chunk listing, every array
+    readable, and the content hash recomputed. Returns a summary; damage is an AlsegError."""
+    path = Path(path)
+    if not path.exists():
+        raise AlsegError(f"{path}: no such store")
+    fmt = _peek_format(path)
+    if fmt not in MAKERS:
+        raise AlsegError(f"{path}: not an alseg dataset or embeddings store (format {fmt!r})")
+    store = DatasetStore(path) if fmt == DATASET_FORMAT else EmbeddingsStore(path)
+    recorded = store.attrs.get("content_hash")
+    actual = hash_tree(path, skip=HASH_SKIP if (path / CHUNKS_FILE).exists() else {"zarr.json"})
+    if recorded != actual:
+        raise damaged(path, f"content hash {actual[:12]} differs from the recorded {str(recorded)[:12]}", fmt)
+    arrays = sorted(_chunk_files(path)) or sorted(name for name, _ in store.root.arrays())
+    for name in arrays:
+        store.read(name)
+    return {"kind": "verification", "store": str(path.resolve()), "format": fmt, "arrays": len(arrays),
+            "chunk_listing": (path / CHUNKS_FILE).exists(), "content_hash": actual, "ok": True}
+
+
+class DatasetStore(_Store):
     """Read access to a dataset store; per-slice metadata is loaded once, arrays lazily."""
 
     def __init__(self, path):
@@ -157,23 +285,23 @@ class DatasetStore:
     # per-slice metadata
     @cached_property
     def slice_ids(self) -> np.ndarray:
-        return read_strings(self.root["slice_id"])
+        return self.strings("slice_id")
 
     @cached_property
     def patients(self) -> np.ndarray:
-        return read_strings(self.root["patient"])
+        return self.strings("patient")
 
     @cached_property
     def volumes(self) -> np.ndarray:
-        return read_strings(self.root["volume"])
+        return self.strings("volume")
 
     @cached_property
     def split(self) -> np.ndarray:
-        return read_strings(self.root["split"])
+        return self.strings("split")
 
     @cached_property
     def z(self) -> np.ndarray:
-        return self.root["z"][:]
+        return self.read("z")
 
     @cached_property
     def index_of(self) -> Dict[str, int]:
@@ -225,21 +353,18 @@ class DatasetStore:
 
     # arrays
     def images(self, idx=None) -> np.ndarray:
-        return self.root["images"][:] if idx is None else self.root["images"].get_orthogonal_selection(
-            (np.asarray(idx),))
+        return self.read("images", idx)
 
     def masks(self, idx=None) -> np.ndarray:
         if not self.has_masks:
             raise AlsegError(f"{self.path} has no masks")
-        arr = self.root["masks"]
-        return arr[:] if idx is None else arr.get_orthogonal_selection((np.asarray(idx),))
+        return self.read("masks", idx)
 
     def scribbles(self, idx=None) -> np.ndarray:
         if not self.has_scribbles:
             raise AlsegError(f"{self.path} has no scribbles; prep a source with scribbles "
                              f"or use --supervision full")
-        arr = self.root["scribbles"]
-        return arr[:] if idx is None else arr.get_orthogonal_selection((np.asarray(idx),))
+        return self.read("scribbles", idx)
 
     # per volume
     @property
@@ -247,7 +372,7 @@ class DatasetStore:
         return self.attrs["volumes"]
 
     def native_mask(self, volume_index: int) -> np.ndarray:
-        return self.root[f"native/{volume_index}/mask"][:]
+        return self.read(f"native/{volume_index}/mask")
 
     def volume_slices(self, name: str) -> np.ndarray:
         """Indices of a volume's slices ordered by z."""
@@ -275,19 +400,18 @@ def write_embeddings(path, vectors: np.ndarray, slice_ids: Sequence[str], attrs:
                 "num": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
                 "dtype": str(vectors.dtype), **attrs}
         root.attrs.update(meta)
-        meta["content_hash"] = hash_tree(tmp, skip={"zarr.json"})
-        root.attrs["content_hash"] = meta["content_hash"]
+        meta["content_hash"] = _finish_store(tmp, root)
     return meta
 
 
-class EmbeddingsStore:
+class EmbeddingsStore(_Store):
     def __init__(self, path):
         self.path = Path(path)
         self.root, self.attrs = _open_group(path, EMBEDDINGS_FORMAT)
 
     @cached_property
     def slice_ids(self) -> np.ndarray:
-        return read_strings(self.root["slice_id"])
+        return self.strings("slice_id")
 
     def vectors(self) -> np.ndarray:
         return self.root["vectors"][:]

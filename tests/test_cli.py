@@ -18,7 +18,8 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     for name in ("prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop"):
         assert name in result.output
-    assert set(COMMANDS) == {"prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop"}
+    assert set(COMMANDS) == {"prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop",
+                             "verify"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, train_seg
+from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),
     "bootstrap": (bootstrap.command, "Bootstrap error bars, tables and plots over seeds and methods."),
     "loop": (loop.command, "Run whole active-learning experiments: rounds x methods x seeds."),
+    "verify": (verify.command, "Check a store end to end: chunk files, readability, content hash."),
 }
 for _name, (_fn, _help) in COMMANDS.items():
     app.command(_name, help=(_fn.__doc__ or _help), short_help=_help)(_fn)
@@ -47,6 +48,11 @@ def root(
 
 
 def main():
+    import logging
+
+    # a failed zarr read leaves asyncio tasks pending; their shutdown noise would bury the one
+    # error line the command prints
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     app()
 
 

@@ -174,13 +174,12 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
             inputs["encoder"] = info["spec"] if kind == "torchscript" else info["weights_file"]
         elif kind == "alseg":
             inputs["encoder"] = Path(encoder) / "encoder.pt"
-        images = store.root["images"]
         order = np.asarray(idx)
         load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()  # slices_per_s: the inference loop alone, without loading the model
 
         def images_fn(a, b):
-            return np.asarray(images.get_orthogonal_selection((order[a:b],)), dtype=np.float32)
+            return np.asarray(store.images(order[a:b]), dtype=np.float32)
         try:
             vectors = run_encoder(model, images_fn, len(idx), size, dev, batch_size, progress)
         except AlsegError:

@@ -127,7 +127,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
                              device=str(dev), model_name=config["model"],
                              best_member=manifest_in["best_member"], **result)
     if out is not None:
-        write_json(out, manifest, force=True)
+        write_json(out, manifest, force=force)
     return manifest
 
 
