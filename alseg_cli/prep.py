@@ -79,9 +79,53 @@ def check_labels(arr: np.ndarray, where: str, allowed: Optional[set] = None,
     if allowed is not None:
         bad = sorted(set(np.unique(out).tolist()) - allowed)
         if bad:
-            raise AlsegError(f"{where}: label value {bad[0]} is not a class of dataset.json "
-                             f"({sorted(allowed)})")
+            raise AlsegError(f"{where}: label value {bad[0]} is not one of the dataset's classes "
+                             f"({', '.join(map(str, sorted(allowed)))}; from the layout or --classes)")
     return out
+
+
+def parse_classes(text) -> Dict[int, str]:
+    """``--classes``: a count ("4": classes 0..3), names in index order ("background,RV,Myo,LV")
+    or index=name pairs ("0=background,1=liver"). Class 0 is the background."""
+    text = str(text).strip()
+    if text.isdigit():
+        n = int(text)
+        if not 2 <= n <= 255:
+            raise AlsegError(f"--classes {text}: need 2..255 classes (background included)")
+        return {k: ("background" if k == 0 else f"class{k}") for k in range(n)}
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise AlsegError("--classes is empty")
+    classes: Dict[int, str] = {}
+    for i, part in enumerate(parts):
+        key, sep, name = part.partition("=")
+        if sep:
+            if not key.strip().isdigit() or int(key) > 254:
+                raise AlsegError(f"--classes {text}: {key.strip()!s} is not a class index 0..254")
+            classes[int(key)] = name.strip() or f"class{key.strip()}"
+        else:
+            classes[i] = part
+    if 0 not in classes:
+        classes[0] = "background"
+    if len(classes) < 2:
+        raise AlsegError(f"--classes {text}: name at least one foreground class")
+    return dict(sorted(classes.items()))
+
+
+def check_class_values(found: Dict[int, str]) -> None:
+    """Classes inferred from the masks must be contiguous from 0: a value past a gap (7 in a
+    set 0..3) is far more often a stray voxel than a class of its own. ``found`` maps each
+    value to the first file holding it."""
+    values = sorted(found)
+    expected = set(range(values[-1] + 1)) if values else set()
+    gaps = sorted(expected - set(values))
+    if gaps:
+        stray = next(v for v in values if v > gaps[0])
+        below = [v for v in values if v < gaps[0]]
+        raise AlsegError(f"{found[stray]}: label value {stray} leaves a gap after classes "
+                         f"{below[0]}..{below[-1]} (no mask holds {gaps[0]}); fix the file, or pass "
+                         f"--classes {len(below)} to refuse (with --skip-bad: skip) volumes with other "
+                         f"values, or --classes {stray + 1} to keep it")
 
 
 def _slices_first(data: np.ndarray, axis: int, channels: bool) -> np.ndarray:
@@ -140,9 +184,13 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
              seed: int = 0, slice_axis: Optional[int] = None, normalize: bool = True,
              unannotated: Optional[int] = None, skip_bad: bool = False, force: bool = False,
              images=None, masks=None, scribbles=None, patient_regex: Optional[str] = None,
-             patients: int = 12, progress: Optional[Callable[[int, int], None]] = None) -> Dict:
+             patients: int = 12, classes=None,
+             progress: Optional[Callable[[int, int], None]] = None) -> Dict:
     """Prep SOURCE into the dataset store OUT; returns (and saves) the "dataset" manifest.
 
+    Classes come from ``classes`` (``--classes``), else the layout (ACDC's four, MSD's
+    dataset.json), else the mask values, which must then run 0..K-1 without gaps; a mask
+    value outside a given class set is an error naming the file (skipped with ``skip_bad``).
     ``progress(done, total)`` is called after each volume (the CLI draws a bar with it).
     """
     out = Path(out)
@@ -157,13 +205,17 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
             "split_file": str(split_file) if split_file else None, "seed": seed,
             "slice_axis": slice_axis, "normalize": normalize, "unannotated": unannotated,
             "skip_bad": skip_bad, "images": images and str(images), "masks": masks and str(masks),
-            "scribbles": scribbles and str(scribbles), "patient_regex": patient_regex}
+            "scribbles": scribbles and str(scribbles), "patient_regex": patient_regex,
+            "classes": None if classes is None else str(classes)}
+    class_map = parse_classes(classes) if classes is not None else None
     if str(source) == "phantoms" and not images:
         return _prep_phantoms(out, mpath, size or 64, split, split_file, seed, patients, force,
                               progress, args)
     size = size or 256
     opts = {"images": images, "masks": masks, "scribbles": scribbles, "patient_regex": patient_regex}
     layout, listing = list_source(source, opts)
+    if class_map is not None:
+        listing.classes = class_map
     skipped = [{"file": f, "error": msg} for f, msg in listing.problems]
     if skipped and not skip_bad:
         raise AlsegError(f"{skipped[0]['file']}: {skipped[0]['error']} (or pass --skip-bad)")
@@ -199,7 +251,7 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
                                else None, "slice_axis": axis, "slice_axis_reason": why},
              "slice_axis": axis}
     scribble_unannotated = unannotated if unannotated is not None else listing.unannotated
-    stats = {"max_label": -1, "volumes": 0, "scribbles": False}
+    stats = {"max_label": -1, "volumes": 0, "scribbles": False, "values": {}}
     total = len(specs)
 
     def stream():
@@ -214,6 +266,8 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
             if vol is not None:
                 if vol.mask is not None:
                     stats["max_label"] = max(stats["max_label"], int(vol.mask.max()))
+                    for v in np.unique(vol.mask).tolist():
+                        stats["values"].setdefault(int(v), str(spec.mask))
                 stats["scribbles"] |= vol.scribble is not None
                 stats["volumes"] += 1
                 yield vol
@@ -221,6 +275,8 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
                 progress(i + 1, total)
         # write_dataset spreads ``attrs`` into the store only after the last volume, so the
         # class count found while streaming (no second pass over the data) lands in the store
+        if not allowed:
+            check_class_values(stats["values"])
         attrs.update(_class_attrs(listing, stats["max_label"], unannotated, stats["scribbles"]))
 
     meta = write_dataset(out, stream(), size, split_map, attrs, force=force)
@@ -231,7 +287,7 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
 
 def _class_attrs(listing: Listing, max_label: int, unannotated, has_scribbles: bool) -> Dict:
     if listing.classes:
-        num = max(max(listing.classes) + 1, max_label + 1)
+        num = max(listing.classes) + 1          # mask values were checked against these
         names = {str(k): listing.classes.get(k, f"class{k}") for k in range(num)}
     else:
         num = max_label + 1 if max_label >= 0 else 0

@@ -104,3 +104,30 @@ def test_evaluate_bad_inputs(phantom_store, model_dir, tmp_path):
     with pytest.raises(AlsegError, match="size=64"):
         evaluate(small, model_dir, progress=False)
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_class_absent_from_the_whole_split_is_flagged_and_left_out(tmp_path):
+    from alseg_cli.metrics.report import unit_scores
+    from alseg_cli.prep import run_prep
+
+    rng = np.random.default_rng(3)
+    im, ma = tmp_path / "im", tmp_path / "ma"
+    im.mkdir(); ma.mkdir()
+    for i in range(4):
+        lab = np.zeros((16, 16, 3), np.uint8)
+        lab[3:9, 3:9] = 1
+        lab[9:13, 9:13] = 2
+        img = (lab * 0.4 + rng.normal(0, 0.05, lab.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, np.eye(4)), str(im / f"p{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(ma / f"p{i}_seg.nii.gz"))
+    store = tmp_path / "d.zarr"
+    run_prep(None, store, size=16, split="train=0.5,test=0.5", images=im, masks=ma, classes="bg,a,b,c")
+    model = tmp_path / "m"
+    train_seg(store, "all", model, iterations=4, val_every=4, base_channels=4, progress=False, seed=0,
+              val_split="train")
+    res = evaluate(store, model, progress=False, hd95=False)
+    assert res["absent_classes"] == ["c"] and res["per_class"]["c"]["absent"]
+    assert res["mean_dice"] == pytest.approx(np.mean([res["per_class"][n]["dice"] for n in ("a", "b")]))
+    names, scores = unit_scores(res)
+    per_vol = [np.mean(r["dice"][:2]) for r in sorted(res["per_volume"], key=lambda r: r["volume"])]
+    np.testing.assert_allclose(scores, per_vol)

@@ -261,7 +261,7 @@ def _truncated(root):
 def _not_in_dataset_json(root):
     src = make_msd(root, cases=2)
     (src / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "a"}}))
-    return src, "not a class of dataset.json"
+    return src, "not one of the dataset's classes"
 
 
 def _empty(root):
@@ -328,9 +328,9 @@ def test_check_labels_values():
 
     assert check_labels(np.array([0.0, 2.0, 1.0]), "f").dtype == np.uint8
     for bad, msg in (([0, 255], "out of range"), ([-1, 0], "negative"), ([0.5], "not integers"),
-                     ([np.nan], "NaN"), ([0, 3], "not a class")):
+                     ([np.nan], "NaN"), ([0, 3], "not one of the dataset")):
         with pytest.raises(AlsegError, match=msg):
-            check_labels(np.array(bad), "lab.nii.gz", allowed={0, 1, 2} if msg == "not a class" else None)
+            check_labels(np.array(bad), "lab.nii.gz", allowed={0, 1, 2} if msg == "not one of the dataset" else None)
     np.testing.assert_array_equal(check_labels(np.array([0, 255, 2]), "s", unannotated=255), [0, 255, 2])
     np.testing.assert_array_equal(check_labels(np.array([0, 7, 2]), "m", binarize=True), [0, 1, 1])
 
@@ -360,3 +360,47 @@ def test_empty_folder_and_unknown_layout(tmp_path):
     (tmp_path / "odd" / "notes.txt").write_text("x")
     r = runner.invoke(app, ["prep", str(tmp_path / "odd"), "-o", str(tmp_path / "out.zarr")])
     assert r.exit_code != 0 and "no known layout" in r.stderr and leftovers(tmp_path) == []
+
+
+def _folders_with_stray_value(tmp_path, stray=7):
+    """Three 4-class volumes; sub2's mask holds one voxel of a stray value."""
+    rng = np.random.default_rng(9)
+    im, ma = tmp_path / "im", tmp_path / "ma"
+    im.mkdir(); ma.mkdir()
+    for i in range(3):
+        save_nii(im / f"sub{i}.nii.gz", rng.random((8, 8, 3)).astype(np.float32))
+        lab = rng.integers(0, 4, (8, 8, 3)).astype(np.uint8)
+        if i == 2:
+            lab[0, 0, 0] = stray
+        save_nii(ma / f"sub{i}_seg.nii.gz", lab)
+    return im, ma
+
+
+def test_stray_label_value_is_refused_naming_the_file(tmp_path):
+    im, ma = _folders_with_stray_value(tmp_path)
+    out = tmp_path / "out.zarr"
+    r = runner.invoke(app, ["prep", "--images", str(im), "--masks", str(ma), "-o", str(out), "--size", "8"])
+    assert r.exit_code != 0 and r.stdout == ""
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and "sub2_seg.nii.gz: label value 7 leaves a gap" in line
+    assert "--classes 4" in line and leftovers(tmp_path) == []
+    # --classes names the set: the stray value is an error naming the file, or skipped
+    r = runner.invoke(app, ["prep", "--images", str(im), "--masks", str(ma), "-o", str(out), "--size", "8",
+                            "--classes", "background,RV,Myo,LV"])
+    assert r.exit_code != 0 and "sub2_seg.nii.gz: label value 7 is not one of the dataset's classes" in r.stderr
+    m = run_prep(None, out, size=8, split="train=1", images=im, masks=ma, classes="4", skip_bad=True)
+    assert m["num_classes"] == 4 and m["num_volumes"] == 2 and "sub2" in json.dumps(m["skipped"])
+    # a class set that really has 8 classes is kept when asked for
+    m = run_prep(None, tmp_path / "eight.zarr", size=8, split="train=1", images=im, masks=ma, classes="8")
+    assert m["num_classes"] == 8 and m["num_volumes"] == 3
+
+
+def test_parse_classes():
+    from alseg_cli.prep import parse_classes
+
+    assert parse_classes("3") == {0: "background", 1: "class1", 2: "class2"}
+    assert parse_classes("background,RV") == {0: "background", 1: "RV"}
+    assert parse_classes("0=bg,2=liver") == {0: "bg", 2: "liver"}
+    for bad in ("1", "x=liver", "bg"):
+        with pytest.raises(AlsegError):
+            parse_classes(bad)

@@ -82,6 +82,9 @@ def test_resume_after_interruption_gives_same_weights(phantom_store, tmp_path, m
         train_seg(phantom_store, "all", tmp_path / "cut", seed=2, **FAST)
     assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.partial" / "member0" / "last.pt").exists()
     monkeypatch.setattr(train_mod, "validation_dice", real)
+    with pytest.raises(AlsegError, match=r"partial state of an interrupted run; pass --resume"):
+        train_seg(phantom_store, "all", tmp_path / "cut", seed=2, **FAST)       # never silently discarded
+    assert (tmp_path / ".cut.partial" / "member0" / "last.pt").exists()
     train_seg(phantom_store, "all", tmp_path / "cut", seed=2, resume=True, **FAST)
     assert _same(_weights(tmp_path / "full"), _weights(tmp_path / "cut"))
 
@@ -97,6 +100,23 @@ def test_labels_from_selection_manifest_and_id_file(phantom_store, tmp_path):
     b = train_seg(phantom_store, str(txt), tmp_path / "m2", seed=0, **FAST)
     assert sorted(a["labeled"]) == sorted(ids) == sorted(b["labeled"])
     assert _same(_weights(tmp_path / "m1"), _weights(tmp_path / "m2"))
+
+
+def test_labels_from_val_or_test_or_another_store_are_refused(phantom_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_train_member", lambda *a, **k: pytest.fail("training started"))
+    store = DatasetStore(phantom_store)
+    train_ids = store.slice_ids[store.indices("train")][:3].tolist()
+    test_id = str(store.slice_ids[store.indices("test")][0])
+    with pytest.raises(AlsegError, match=r"1 labelled slice\(s\) are in the test split.*leak"):
+        train_seg(phantom_store, json.dumps(train_ids + [test_id]), tmp_path / "m", **FAST)
+    sel = {"kind": "selection", "labeled": {i: 0 for i in train_ids},
+           "inputs": {"dataset": {"path": "/elsewhere/other.zarr", "sha256": "f" * 64}}}
+    with pytest.raises(AlsegError, match=r"made on another dataset store.*--allow-other-dataset"):
+        train_seg(phantom_store, json.dumps(sel), tmp_path / "m", **FAST)
+    sel["labeled"][test_id] = 0                      # the override never admits evaluation slices
+    with pytest.raises(AlsegError, match="test split"):
+        train_seg(phantom_store, json.dumps(sel), tmp_path / "m", allow_other_dataset=True, **FAST)
+    assert not (tmp_path / "m").exists()
 
 
 def test_default_iterations_rule():

@@ -47,8 +47,13 @@ def command(
         return "-" if v is None or math.isnan(v) else f"{v:.2f}"
 
     for name, row in manifest["per_class"].items():
-        table.add_row(name, f"{row['dice']:.4f}", fmt(row["hd95"]), fmt(row["hd95_max"]))
+        label = f"{name} (absent, not in mean)" if row.get("absent") else name
+        table.add_row(label, f"{row['dice']:.4f}", fmt(row["hd95"]), fmt(row["hd95_max"]))
     table.add_row("mean", f"{manifest['mean_dice']:.4f}", fmt(manifest["mean_hd95"]),
                   fmt(manifest["mean_hd95_max"]), style="bold")
     err_console.print(table)
+    if manifest["absent_classes"]:
+        err_console.print(f"[yellow]alseg: warning:[/] class(es) {', '.join(manifest['absent_classes'])} appear in "
+                          f"no reference mask of split {manifest['split']!s}; left out of the means",
+                          highlight=False, soft_wrap=True)
     emit(manifest)

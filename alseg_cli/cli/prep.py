@@ -40,6 +40,11 @@ def command(
     patient_regex: Optional[str] = typer.Option(None, "--patient-regex", help="Regex on the file "
                                                 "stem; its first group is the patient id."),
     patients: int = typer.Option(12, "--patients", help="Number of phantom patients (SOURCE phantoms)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="The label classes, background "
+                                          "included: a count '4', names 'background,RV,Myo,LV' or "
+                                          "'0=background,1=liver'. Default: the layout's (ACDC, "
+                                          "dataset.json), else the mask values, which must run 0..K-1. "
+                                          "A mask value outside them is an error (--skip-bad: skipped)."),
 ):
     """Turn volumes on disk (NIfTI, MHA/NRRD, DICOM, HDF5, frames) into a dataset store.
 
@@ -60,7 +65,7 @@ def command(
             source, out, size=size, split=split, split_file=split_file, seed=seed,
             slice_axis=slice_axis, normalize=not no_normalize, unannotated=unannotated,
             skip_bad=skip_bad, force=force, images=images, masks=masks, scribbles=scribbles,
-            patient_regex=patient_regex, patients=patients,
+            patient_regex=patient_regex, patients=patients, classes=classes,
             progress=lambda done, total: bar.update(task, completed=done, total=total))
     _summary(manifest)
     emit(manifest)

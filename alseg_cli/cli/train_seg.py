@@ -34,13 +34,18 @@ def command(
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="Local ResNet-50 state dict for unet-resnet50."),
     val_split: str = typer.Option("val", "--val-split"),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same MODEL_DIR."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same MODEL_DIR "
+                                                        "(without it, a killed run's partial state is refused)."),
+    allow_other_dataset: bool = typer.Option(False, "--allow-other-dataset",
+                                             help="Accept a selection manifest made on another dataset store "
+                                                  "(its ids must exist here; val/test slices are never accepted)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing MODEL_DIR."),
 ):
     """Train a segmentation model (UNet on masks, DMPLS on scribbles) on the labelled slices.
 
-    Bad inputs (unknown or no labelled ids, scribbles missing, incompatible MODEL_DIR at
-    --resume, missing split) fail with one line before training starts.
+    Bad inputs (unknown or no labelled ids, labelled slices outside the train split, a
+    selection made on another store, scribbles missing, incompatible MODEL_DIR at --resume,
+    missing split) fail with one line before training starts.
     """
     from ..api import train_seg
 
@@ -48,5 +53,6 @@ def command(
                          min_iterations=min_iterations, batch_size=batch_size, lr=lr, size=size, seed=seed,
                          device=device, val_every=val_every, workers=workers, resume=resume, force=force,
                          ensemble=ensemble, base_channels=base_channels, backbone_weights=backbone_weights,
-                         val_split=val_split, progress=progress_mode())
+                         val_split=val_split, allow_other_dataset=allow_other_dataset,
+                         progress=progress_mode())
     emit(manifest)

@@ -65,6 +65,28 @@ def _unit_mean(entry, metric: str = "dice") -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def _without_absent(evaluation: Dict[str, Any], entries):
+    """Drop classes the evaluation flags as absent from every reference mask (their Dice
+    is 1 by convention whatever the model predicts); list-valued entries align with ``classes``."""
+    absent = set(evaluation.get("absent_classes") or [])
+    names = evaluation.get("classes")
+    if not absent or not names:
+        return entries
+    keep = [i for i, n in enumerate(names) if n not in absent]
+
+    def strip(e):
+        if not isinstance(e, dict):
+            return e
+        out = dict(e)
+        for key, v in e.items():
+            if isinstance(v, list) and len(v) == len(names):
+                out[key] = [v[i] for i in keep]
+            elif isinstance(v, dict):
+                out[key] = {k: x for k, x in v.items() if k not in absent}
+        return out
+    return {k: strip(e) for k, e in entries.items()} if isinstance(entries, dict) else [strip(e) for e in entries]
+
+
 def unit_scores(evaluation: Dict[str, Any], unit: str = "volume",
                 metric: str = "dice") -> Tuple[List[str], np.ndarray]:
     """(names, per-unit mean-over-classes metric) from an evaluation dict, sorted by name."""
@@ -77,8 +99,9 @@ def unit_scores(evaluation: Dict[str, Any], unit: str = "volume",
     if entries is None:
         hint = " (rerun evaluate with per-slice scores)" if unit == "slice" else ""
         raise AlsegError(f"evaluation has no per-{unit} scores (keys {keys}){hint}")
+    entries = _without_absent(evaluation, entries)
     if isinstance(entries, dict):
-        pairs = [(str(name), _unit_mean(e)) for name, e in entries.items()]
+        pairs = [(str(name), _unit_mean(e, metric)) for name, e in entries.items()]
     else:
         name_keys = ("volume", "name", "slice_id", "id")
         pairs = []

@@ -9,6 +9,9 @@ is empty and NaN values are left out of the means (``hd95_valid`` counts the res
 ``hd95`` is the paper's (medpy's) pooled 95th percentile of both surfaces' distances;
 ``hd95_max`` the larger directed 95th percentile (MONAI's), which runs higher.
 HD95 is in mm with the volume's spacing when known, else in pixels (``hd95_unit``).
+A class absent from every reference mask of the evaluated split is flagged
+(``absent_classes``, ``per_class[...]["absent"]``) and left out of the means: its Dice
+would be 1 by the empty-case rule whatever the model does.
 ``per_slice`` holds each slice's 2D Dice at native size (same empty-case rules), which
 ``alseg bootstrap --unit slice`` resamples for test sets with few volumes.
 """
@@ -75,6 +78,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
     class_names = [str((store.attrs.get("classes") or {}).get(str(c), c)) for c in classes]
 
     rows, slice_rows, preds = [], [], {}
+    present = set()
     bar = _bar(progress, len(names))
     try:
         for name in names:
@@ -86,6 +90,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
                                                                   batch_size=batch_size)])
             small = probs.argmax(1).numpy().astype(np.uint8)
             native = store.native_mask(int(vi["index"]))
+            present.update(np.unique(native).tolist())
             pred = resize_labels(small, tuple(native.shape[1:]))
             spacing = vi.get("spacing")
             m = volume_metrics(pred, native, classes, spacing, hd95)
@@ -106,15 +111,22 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
     dice = np.array([r["dice"] for r in rows])
     hd = np.array([r["hd95"] for r in rows], dtype=np.float64)
     hd_max = np.array([r["hd95_max"] for r in rows], dtype=np.float64)
+    absent = [n for c, n in zip(classes, class_names) if c not in present]
+    if len(absent) == len(class_names):
+        raise AlsegError(f"{store.path}: no reference mask of split {split!r} holds any foreground class; "
+                         f"nothing to evaluate")
     per_class = {n: {"dice": float(dice[:, i].mean()), "hd95": _nanmean(hd[:, i]),
                      "hd95_max": _nanmean(hd_max[:, i]),
-                     "hd95_valid": int((~np.isnan(hd[:, i])).sum())} for i, n in enumerate(class_names)}
+                     "hd95_valid": int((~np.isnan(hd[:, i])).sum()), "absent": n in absent}
+                 for i, n in enumerate(class_names)}
+    counted = [v for v in per_class.values() if not v["absent"]]
     units = {"mm" if r["spacing"] else "px" for r in rows}
     result = {
         "split": split, "num_volumes": len(rows), "classes": class_names,
-        "mean_dice": float(np.mean(dice.mean(axis=0))),
-        "mean_hd95": _nanmean([v["hd95"] for v in per_class.values() if v["hd95"] is not None]),
-        "mean_hd95_max": _nanmean([v["hd95_max"] for v in per_class.values() if v["hd95_max"] is not None]),
+        "mean_dice": float(np.mean([v["dice"] for v in counted])),
+        "mean_hd95": _nanmean([v["hd95"] for v in counted if v["hd95"] is not None]),
+        "mean_hd95_max": _nanmean([v["hd95_max"] for v in counted if v["hd95_max"] is not None]),
+        "absent_classes": absent,
         "hd95_unit": units.pop() if len(units) == 1 else "mixed (mm where spacing known, else px)",
         "per_class": per_class, "per_volume": rows, "per_slice": slice_rows,
     }

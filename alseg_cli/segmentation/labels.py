@@ -50,16 +50,53 @@ def _ids_from_obj(obj, where: str) -> List[str]:
     raise AlsegError(f"{where}: expected a selection manifest with 'labeled' or a list of slice ids")
 
 
-def resolve_labels(labels, store: DatasetStore, train_split: str = "train") -> np.ndarray:
-    """Slice indices of the labelled set; empty sets and unknown ids are one-line errors."""
+def recorded_dataset_hash(labels):
+    """The dataset content hash a selection manifest recorded, or None (id lists, 'all')."""
+    obj = labels
+    if not isinstance(obj, dict):
+        text = str(labels)
+        if text == "all":
+            return None
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                return None
+            text = path.read_text()
+            if not text.lstrip().startswith("{"):
+                return None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+    dataset = (obj.get("inputs") or {}).get("dataset") if isinstance(obj, dict) else None
+    return dataset.get("sha256") if isinstance(dataset, dict) else None
+
+
+def resolve_labels(labels, store: DatasetStore, train_split: str = "train",
+                   allow_other_dataset: bool = False) -> np.ndarray:
+    """Slice indices of the labelled set; empty sets, unknown ids, a selection made on another
+    store (unless ``allow_other_dataset``) and slices outside the train split are one-line errors."""
+    recorded = recorded_dataset_hash(labels)
+    have = store.attrs.get("content_hash")
+    if recorded and have and recorded != have and not allow_other_dataset:
+        raise AlsegError(f"--labels: the selection was made on another dataset store (content hash "
+                         f"{recorded[:12]}, {store.path} has {have[:12]}); select on this store, or pass "
+                         f"--allow-other-dataset if the two hold the same slices")
     ids = read_label_ids(labels, store, train_split)
     if not ids:
         raise AlsegError(f"--labels {str(labels)[:80]}: the labelled set is empty; select some slices first")
     missing = [s for s in ids if s not in store.index_of]
     if missing:
-        raise AlsegError(f"--labels: {len(missing)} slice id(s) are not in {store.path}, e.g. {missing[0]!r}; "
+        raise AlsegError(f"--labels: {len(missing)} slice id(s) are not in {store.path}, e.g. {missing[0]}; "
                          f"was the selection made on another dataset?")
-    return np.unique(np.asarray([store.index_of[s] for s in ids], dtype=np.int64))
+    idx = np.unique(np.asarray([store.index_of[s] for s in ids], dtype=np.int64))
+    outside = idx[store.split[idx] != train_split]
+    if outside.size:
+        where = sorted(set(store.split[outside].tolist()))
+        raise AlsegError(f"--labels: {outside.size} labelled slice(s) are in the {'/'.join(where)} split, "
+                         f"not {train_split!r}, e.g. {str(store.slice_ids[outside[0]])}; training on them "
+                         f"would leak evaluation data")
+    return idx
 
 
 def check_compatible(config: Dict, store: DatasetStore, where) -> None:

@@ -44,7 +44,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
               resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
               backbone_weights=None, train_split: str = "train", val_split: str = "val",
-              progress=True) -> Dict:
+              allow_other_dataset: bool = False, progress=True) -> Dict:
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -76,7 +76,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             raise AlsegError(f"{name} {value}: must be at least 1")
     if iterations is not None and int(iterations) < 1:
         raise AlsegError(f"--iterations {iterations}: must be at least 1")
-    lab_idx = resolve_labels(labels, store, train_split)
+    lab_idx = resolve_labels(labels, store, train_split, allow_other_dataset)
     val_idx = store.indices(val_split)
     n_pool = int((store.split == train_split).sum())
     iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
@@ -91,6 +91,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             "lr": lr, "seed": seed, "device": str(dev), "val_every": val_every, "ensemble": ensemble,
             "base_channels": base_channels, "train_split": train_split, "val_split": val_split,
             "backbone_weights": str(backbone_weights) if backbone_weights else None,
+            "allow_other_dataset": bool(allow_other_dataset),
             "labeled_count": int(len(lab_idx)), "pool_size": n_pool}
     if resume and final.exists() and (final / "manifest.json").exists():
         done = load_manifest(final / "manifest.json", expect=["model"])
@@ -100,6 +101,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         raise AlsegError(f"{final} is a finished model with other settings; pass --force to retrain it")
     if not resume:
         check_writable(final, force)
+        if work.exists() and not force:
+            raise AlsegError(f"{work} holds the partial state of an interrupted run; pass --resume to "
+                             f"continue it, or --force to discard it and start over")
         if work.exists():
             shutil.rmtree(work)
     if work.exists():
