@@ -348,7 +348,7 @@ class DatasetStore(_Store):
         ids = list(ids)
         missing = [s for s in ids if s not in self.index_of]
         if missing:
-            raise AlsegError(f"{len(missing)} slice id(s) are not in {self.path}, e.g. {missing[0]!r}")
+            raise AlsegError(f"{len(missing)} slice id(s) are not in {self.path}, e.g. {missing[0]}")
         return np.asarray([self.index_of[s] for s in ids], dtype=np.int64)
 
     # arrays

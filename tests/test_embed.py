@@ -1,6 +1,8 @@
-"""`alseg embed`: the five SPEC kinds against direct computations, external imports and
+"""`alseg embed`: the SPEC kinds against direct computations, external imports and
 their errors, the CLI's stdout manifest."""
 import json
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +43,8 @@ def encoder_dir(tmp_path_factory):
 
 
 def test_registry_lists_every_kind():
-    assert set(SPEC_KINDS.names()) == {"alseg", "torchvision", "torchscript", "pixels", "external"}
+    assert set(SPEC_KINDS.names()) == {"alseg", "torchvision", "torchscript", "export", "pixels",
+                                         "external"}
     for name in SPEC_KINDS:
         assert SPEC_KINDS.describe(name)
 
@@ -82,8 +85,13 @@ def test_torchvision_state_dict_sums_rgb(phantom_store, tmp_path):
 
 def test_torchscript_and_pixels(phantom_store, tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(2))
-    torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
-    embed(phantom_store, tmp_path / "s.zarr", encoder=str(tmp_path / "net.pt"), **VAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
+    with pytest.raises(AlsegError, match=r"returned \(\d+, 3, 2, 2\).*must return \(N, D\).*--flatten"):
+        embed(phantom_store, tmp_path / "s.zarr", encoder=str(tmp_path / "net.pt"), **VAL)
+    assert not (tmp_path / "s.zarr").exists()
+    embed(phantom_store, tmp_path / "s.zarr", encoder=str(tmp_path / "net.pt"), flatten=True, **VAL)
     _, x = val_images(phantom_store)
     with torch.no_grad():
         expect = net(x).flatten(1).numpy()
@@ -93,6 +101,29 @@ def test_torchscript_and_pixels(phantom_store, tmp_path):
     area = F.interpolate(torch.from_numpy(s.images()), size=(8, 8), mode="area").flatten(1).numpy()
     np.testing.assert_allclose(EmbeddingsStore(tmp_path / "p.zarr").vectors(), area, rtol=1e-5, atol=1e-6)
     assert m["num"] == len(s) and m["dim"] == 64 and m["encoder"]["kind"] == "pixels"
+
+
+def test_torch_export_program_and_clean_stderr(phantom_store, tmp_path):
+    import subprocess
+    import sys
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    program = torch.export.export(net.eval(), (torch.zeros(2, 1, 64, 64),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "net.pt2")
+    m = embed(phantom_store, tmp_path / "x.zarr", encoder=str(tmp_path / "net.pt2"), **VAL)
+    _, x = val_images(phantom_store)
+    with torch.no_grad():
+        expect = net(x).numpy()
+    np.testing.assert_allclose(EmbeddingsStore(tmp_path / "x.zarr").vectors(), expect, rtol=1e-5, atol=1e-6)
+    assert m["encoder"]["kind"] == "export"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
+    exe = str(Path(sys.executable).with_name("alseg"))
+    r = subprocess.run([exe, "embed", str(phantom_store), "--encoder", str(tmp_path / "net.pt"), "--split", "val",
+                        "-o", str(tmp_path / "s.zarr"), "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Warning" not in r.stderr and "deprecated" not in r.stderr, r.stderr
 
 
 def test_spec_errors(phantom_store, encoder_dir, tmp_path):

@@ -67,3 +67,30 @@ def test_iterations_and_round_names():
     assert iterations_for(quick, 20) == 600 and iterations_for(quick, 60) == 1500
     assert iterations_for({**quick, "iterations": 9}, 40) == 9
     assert round_name(2.0) == "round2" and round_name(2.5) == "round2.5" and round_name(10) == "round10"
+
+
+@pytest.mark.parametrize("line, message", [
+    ('iterations = "twenty"', 'setting iterations = "twenty": not a number'),
+    ("iterations = 2.5", "setting iterations = 2.5: not a whole number"),
+    ("seeds = 0.5", "--seeds: 0.5 is not a whole number"),
+    ('seeds = ["a"]', "--seeds: a is not a number"),
+    ('pretrain = "yes"', 'setting pretrain = "yes": not true or false'),
+    ("jobs = 0", "setting jobs = 0: must be at least 1"),
+    ('train_options = { lr = "fast" }', 'setting train_options.lr = "fast": not a number'),
+    ("train_options = { lrr = 0.1 }", "setting train_options.lrr: not an option"),
+    ("select_options = { mc_samples = 2.5 }", "select_options.mc_samples = 2.5: not a whole number"),
+    ('select_options = "x"', 'setting select_options = "x": not a table'),
+])
+def test_every_setting_is_type_checked_before_any_work(tmp_path, line, message):
+    from alseg_cli.experiment.loop import run_loop
+
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(f'dataset = "{tmp_path / "d.zarr"}"\n{line}\n')
+    with pytest.raises(AlsegError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        run_loop(tmp_path / "run", config=str(cfg))
+    assert not (tmp_path / "run").exists()          # no config.json, no selection
+
+
+def test_integral_values_from_yaml_are_accepted(tmp_path):
+    cfg = resolve_config({"dataset": "d", "iterations": 300.0, "seeds": "0,1.0", "train_options": {"lr": 1}})
+    assert cfg["iterations"] == 300 and cfg["seeds"] == [0, 1]

@@ -79,9 +79,17 @@ def test_list_prints_every_method(workdir):
     ("--method coreset --budget 5000 --embeddings emb.zarr", "larger than the pool"),
     ("--method bald --budget 3% --embeddings emb.zarr", "random or coreset"),
     ("--method coreset --budget 3% --embeddings missing.zarr", "missing.zarr"),
+    ("--method coreset --budget 3% --embeddings emb.zarr --labeled test_labeled.json",
+     "labelled slice phantom"),
+    ("--method typiclust --budget 3% --embeddings emb.zarr --typicality cosine", "--typicality"),
 ])
-def test_errors_are_one_line_and_write_nothing(args, match, workdir):
+def test_errors_are_one_line_and_write_nothing(args, match, workdir, phantom_store):
+    from alseg_cli.store import DatasetStore
+
+    store = DatasetStore(phantom_store)
+    test_id = str(store.slice_ids[store.indices("test")][0])
+    (workdir / "test_labeled.json").write_text(json.dumps({"kind": "selection", "labeled": {test_id: 0}}))
     r = sh(f"{ALSEG} select {args} -o out.json < /dev/null", workdir)
     assert r.returncode != 0 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and match in r.stderr, r.stderr
-    assert not (workdir / "out.json").exists()
+    assert "np.str_" not in r.stderr and not (workdir / "out.json").exists()

@@ -48,7 +48,7 @@ def _load_embeddings(path, store: DatasetStore):
     missing = [s for s in ids if s not in store.index_of]
     if missing:
         raise AlsegError(f"{path}: {len(missing)} slice id(s) are not in the dataset {store.path}, "
-                         f"e.g. {missing[0]!r}; embed this dataset or pass the matching --dataset")
+                         f"e.g. {missing[0]}; embed this dataset or pass the matching --dataset")
     rows = np.asarray([store.index_of[s] for s in ids], dtype=np.int64)
     aligned = np.zeros((len(store), vec.shape[1]), dtype=vec.dtype)
     has = np.zeros(len(store), bool)
@@ -86,7 +86,7 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     train = store.indices(split)
     not_train = np.setdiff1d(lab_idx, train)
     if not_train.size:
-        raise AlsegError(f"labelled slice {store.slice_ids[not_train[0]]!r} is not in the {split!r} split "
+        raise AlsegError(f"labelled slice {store.slice_ids[not_train[0]]} is not in the {split!r} split "
                          f"of {store.path}")
     total, k = parse_budget(budget, add, int(train.size), int(lab_idx.size))
     pool = np.setdiff1d(train, lab_idx)
@@ -99,7 +99,7 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
         lacking = np.concatenate([pool, lab_idx])[~has[np.concatenate([pool, lab_idx])]]
         if lacking.size:
             raise AlsegError(f"{emb_path}: no vector for {lacking.size} train slice(s), e.g. "
-                             f"{store.slice_ids[lacking[0]]!r}; embed the whole dataset")
+                             f"{store.slice_ids[lacking[0]]}; embed the whole dataset")
     elif needs == "embeddings":
         raise AlsegError(f"method {method!r} needs embeddings: pass --embeddings EMB.zarr or pipe "
                          f"'alseg embed DATA.zarr ... |' into select")

@@ -15,7 +15,8 @@ def command(
     out: Path = typer.Option(..., "-o", "--out", help="Embeddings store to write (EMB.zarr); required."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="SPEC: an ENCODER_DIR from `alseg "
                                           "pretrain`; resnet18:PATH.pth or resnet50:PATH.pth (local torchvision "
-                                          "weights, never downloaded); a TorchScript file; or 'pixels' "
+                                          "weights, never downloaded); a TorchScript file or a torch.export program (.pt2), "
+                                          "returning (N, D); or 'pixels' "
                                           "(downsampled image, the plain Coreset baseline)."),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Import external vectors instead: .npz "
                                              "(ids + vectors), .npy (+ --ids), CSV (id,x0,x1,..), Lightly CSV "
@@ -28,6 +29,8 @@ def command(
     half: bool = typer.Option(False, "--half", help="Store float16 vectors (half the size)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Slices per inference batch."),
     pixels_size: int = typer.Option(32, "--pixels-size", help="Grid of the 'pixels' SPEC (32 -> 1024-d)."),
+    flatten: bool = typer.Option(False, "--flatten", help="Accept an encoder whose output is not (N, D) "
+                                                          "and flatten it per slice (default: an error)."),
     size: Optional[int] = typer.Option(None, "--size", help="Resize slices for the network (default: the "
                                        "encoder's training size for alseg encoders, else the store's)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA with mixed precision when present), cpu, cuda."),
@@ -44,7 +47,7 @@ def command(
 
     manifest = api.embed(dataset, out, encoder=encoder, from_file=from_file, ids_file=ids_file,
                          assume_order=assume_order, split=split, half=half, batch_size=batch_size,
-                         workers=workers, device=device, pixels_size=pixels_size, size=size, force=force,
+                         workers=workers, device=device, pixels_size=pixels_size, size=size, flatten=flatten, force=force,
                          progress=err_console.is_terminal)
     err_console.print(f"embeddings {manifest['outputs']['embeddings']}: {manifest['num']} x {manifest['dim']} "
                       f"({manifest['encoder']['kind']})", highlight=False)

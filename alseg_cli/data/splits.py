@@ -109,5 +109,5 @@ def apply_split_file(patients: Sequence[str], mapping: Dict[str, str], path) -> 
     missing = sorted(set(patients) - set(mapping))
     if missing:
         raise AlsegError(f"{path}: {len(missing)} patient(s) of the source are not in the split "
-                         f"file, e.g. {missing[0]!r}; add them")
+                         f"file, e.g. {missing[0]}; add them")
     return {p: mapping[p] for p in sorted(set(patients))}

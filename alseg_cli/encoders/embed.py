@@ -3,7 +3,8 @@
 SPEC kinds (a registry, so each is listed in --help and tested):
   alseg        an ENCODER_DIR written by `alseg pretrain` (512-d pooled feature, before the head)
   torchvision  resnet18:PATH.pth or resnet50:PATH.pth, a local state dict (never downloaded)
-  torchscript  a TorchScript file (torch.jit.save); its output is flattened per slice
+  torchscript  a TorchScript file (torch.jit.save); it must return (N, D) (--flatten: any shape)
+  export       a torch.export program (.pt2, torch.export.save; batch dimension dynamic), (N, D)
   pixels       the image area-downsampled to --pixels-size^2 (x C), flattened: plain Coreset
   external     --from FILE: vectors computed elsewhere (see external.py)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
@@ -55,14 +57,27 @@ def load_tv(spec: str, channels: int, **_):
                          "weights_file": str(Path(path).resolve())}
 
 
-@SPEC_KINDS.register("torchscript", "a TorchScript file (torch.jit.save); output flattened per slice")
+@SPEC_KINDS.register("torchscript", "a TorchScript file (torch.jit.save) returning (N, D) vectors")
 def load_script(spec: str, channels: int, **_):
     try:
-        model = torch.jit.load(spec, map_location="cpu")
+        with warnings.catch_warnings():      # torch >= 2.14 deprecates TorchScript; .pt2 is the successor
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(spec, map_location="cpu")
     except Exception as exc:
         raise AlsegError(f"{spec}: not a TorchScript file ({exc.__class__.__name__}); save one with "
-                         f"torch.jit.save(torch.jit.script(model), PATH)") from None
+                         f"torch.jit.save(torch.jit.script(model), PATH), or a torch.export program as "
+                         f".pt2") from None
     return model, None, {"spec": str(Path(spec).resolve()), "kind": "torchscript", "gcl": False, "groups": []}
+
+
+@SPEC_KINDS.register("export", "a torch.export program (.pt2, torch.export.save) returning (N, D) vectors")
+def load_export(spec: str, channels: int, **_):
+    try:
+        model = torch.export.load(spec).module()
+    except Exception as exc:
+        raise AlsegError(f"{spec}: not a torch.export program ({exc.__class__.__name__}); save one with "
+                         f"torch.export.save(torch.export.export(model, (x,), dynamic_shapes=...), PATH)") from None
+    return model, None, {"spec": str(Path(spec).resolve()), "kind": "export", "gcl": False, "groups": []}
 
 
 @SPEC_KINDS.register("pixels", "the image area-downsampled to --pixels-size (default 32x32), flattened")
@@ -107,19 +122,25 @@ def spec_kind(spec: str) -> str:
     if path.is_dir():
         return "alseg"
     if path.is_file():
-        return "torchscript"
+        return "export" if path.suffix == ".pt2" else "torchscript"
     raise AlsegError(f"--encoder {spec!r}: not an encoder directory, a TorchScript file, 'pixels' or "
                      f"ARCH:PATH.pth with ARCH in {sorted(ARCHS)}")
 
 
 @torch.no_grad()
 def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: int,
-                progress: bool = True) -> np.ndarray:
-    """Batched inference in eval mode; ``images_fn(start, stop)`` gives (B, C, H, W) float32."""
+                progress: bool = True, flatten: bool = False) -> np.ndarray:
+    """Batched inference in eval mode; ``images_fn(start, stop)`` gives (B, C, H, W) float32.
+
+    The model must return (B, D) (or a tuple whose first item is); ``flatten`` accepts any
+    (B, ...) output and flattens it per slice.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    model.eval().to(dev)
+    if isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule):
+        model.eval()
+    model.to(dev)
     amp = dev.type == "cuda"
     chunks = []
     bar = Progress(TextColumn("[bold]embed[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} slices"),
@@ -135,6 +156,10 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
                 y = model(x)
             if isinstance(y, (tuple, list)):
                 y = y[0]
+            if not isinstance(y, torch.Tensor) or y.shape[0] != x.shape[0] or (y.ndim != 2 and not flatten):
+                shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+                raise AlsegError(f"the encoder returned {shape} for a batch of {x.shape[0]} slices; it must "
+                                 f"return (N, D) vectors (pass --flatten to flatten other shapes per slice)")
             chunks.append(y.float().reshape(y.shape[0], -1).cpu().numpy())
             bar.update(task, advance=x.shape[0])
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
@@ -143,7 +168,7 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
 def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=None,
           assume_order: bool = False, split: Optional[str] = None, half: bool = False,
           batch_size: int = 64, workers: int = 0, device: str = "auto", pixels_size: int = 32,
-          size: Optional[int] = None, force: bool = False, progress: bool = True) -> dict:
+          size: Optional[int] = None, flatten: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Embed the dataset's slices (all, or one split) and write an embeddings store."""
     if (encoder is None) == (from_file is None):
         raise AlsegError("pass exactly one of --encoder SPEC or --from FILE")
@@ -170,8 +195,8 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
         model, enc_size, info = SPEC_KINDS.get(kind)(encoder, store.channels, pixels_size=pixels_size)
         if kind in ("alseg",) and enc_size:
             size = size or enc_size
-        if kind in ("torchvision", "torchscript"):
-            inputs["encoder"] = info["spec"] if kind == "torchscript" else info["weights_file"]
+        if kind in ("torchvision", "torchscript", "export"):
+            inputs["encoder"] = info["weights_file"] if kind == "torchvision" else info["spec"]
         elif kind == "alseg":
             inputs["encoder"] = Path(encoder) / "encoder.pt"
         order = np.asarray(idx)
@@ -181,7 +206,7 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
         def images_fn(a, b):
             return np.asarray(store.images(order[a:b]), dtype=np.float32)
         try:
-            vectors = run_encoder(model, images_fn, len(idx), size, dev, batch_size, progress)
+            vectors = run_encoder(model, images_fn, len(idx), size, dev, batch_size, progress, flatten)
         except AlsegError:
             raise
         except RuntimeError as exc:
@@ -196,7 +221,8 @@ def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=
     return make_manifest(
         "embeddings", args={"encoder": encoder, "from": None if from_file is None else str(from_file),
                             "split": split, "half": half, "batch_size": batch_size, "size": size,
-                            "pixels_size": pixels_size, "device": device, "workers": workers},
+                            "pixels_size": pixels_size, "device": device, "workers": workers,
+                            "flatten": flatten},
         inputs=inputs, outputs={"embeddings": out}, device=str(dev), encoder=info,
         num=int(vectors.shape[0]), dim=int(vectors.shape[1]), dtype=str(vectors.dtype),
         slices_per_s=(len(idx) / elapsed) if from_file is None and elapsed > 0 else None,

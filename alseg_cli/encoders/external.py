@@ -161,12 +161,12 @@ def load_external(path, dataset_ids: Sequence[str], wanted_ids: Sequence[str], i
         raise AlsegError(f"{path}: {vectors.shape[0]} vectors but {len(ids)} ids; they must match one to one")
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     if bad.size:
-        raise AlsegError(f"{path}: {bad.size} vector(s) contain NaN or inf, e.g. the one for {ids[bad[0]]!r}")
+        raise AlsegError(f"{path}: {bad.size} vector(s) contain NaN or inf, e.g. the one for {ids[bad[0]]}")
     seen, dups = set(), []
     for s in ids:
         (dups.append(s) if s in seen else seen.add(s))
     if dups:
-        raise AlsegError(f"{path}: {len(dups)} duplicated id(s), e.g. {dups[0]!r}; each slice needs one vector")
+        raise AlsegError(f"{path}: {len(dups)} duplicated id(s), e.g. {dups[0]}; each slice needs one vector")
     exact = {s: s for s in dataset_ids}
     by_key = {}
     for s in dataset_ids:
@@ -174,14 +174,14 @@ def load_external(path, dataset_ids: Sequence[str], wanted_ids: Sequence[str], i
     matched = [exact.get(str(s)) or by_key.get(_key(s)) for s in ids]
     unknown = [s for s, m in zip(ids, matched) if m is None]
     if unknown:
-        raise AlsegError(f"{path}: {len(unknown)} id(s) are not slices of the dataset, e.g. {unknown[0]!r}")
+        raise AlsegError(f"{path}: {len(unknown)} id(s) are not slices of the dataset, e.g. {unknown[0]}")
     if len(set(matched)) != len(matched):
         raise AlsegError(f"{path}: several ids name the same dataset slice (after matching file names); "
                          f"use exact slice ids")
     row_of = {m: i for i, m in enumerate(matched)}
     missing = [s for s in wanted_ids if s not in row_of]
     if missing:
-        raise AlsegError(f"{path}: {len(missing)} dataset slice(s) have no vector, e.g. {missing[0]!r}")
+        raise AlsegError(f"{path}: {len(missing)} dataset slice(s) have no vector, e.g. {missing[0]}")
     rows = np.asarray([row_of[s] for s in wanted_ids], dtype=np.int64)
     info = {"spec": str(path.resolve()), "kind": "external", "gcl": False, "groups": [], "format": fmt,
             "ids_file": None if ids_file is None else str(Path(ids_file).resolve()),

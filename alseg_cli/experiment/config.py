@@ -42,6 +42,109 @@ DEFAULTS: Dict[str, Any] = {
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
 }
 
+# The type of every setting, checked before any work (and before config.json is written):
+# int (with a minimum), number, bool, str, table, or list-like (a list or "a,b,c").
+SCHEMA: Dict[str, tuple] = {
+    "dataset": ("str",), "methods": ("list",), "budgets": ("list",), "seeds": ("list",),
+    "models_per_round": ("int", 1), "supervision": ("str",), "encoder": ("str?",), "pretrain": ("bool",),
+    "pretrain_epochs": ("int", 1), "pretrain_options": ("table",), "train_options": ("table",),
+    "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
+    "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),
+    "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),
+    "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",),
+}
+# The library function each *_options table is passed to (its keywords are the valid keys,
+# less those the loop itself sets on that call).
+_COMMON = {"dataset", "out", "seed", "device", "force", "progress", "resume", "args"}
+OPTION_TARGETS = {
+    "train_options": ("alseg_cli.segmentation.train", "train_seg",
+                      _COMMON | {"labels", "model", "supervision", "iterations", "ensemble", "base_channels",
+                                 "batch_size"}),
+    "select_options": ("alseg_cli.acquisition.select", "select",
+                       _COMMON | {"method", "budget", "add", "embeddings", "models", "labeled"}),
+    "pretrain_options": ("alseg_cli.encoders.pretrain", "pretrain", _COMMON | {"epochs"}),
+}
+
+
+def _show(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) \
+        else str(value)
+
+
+def _whole(value, key: str):
+    """An int from an int, an integral float (YAML 300.0) or digits; else a one-line error."""
+    if isinstance(value, bool):
+        raise AlsegError(f"setting {key} = {_show(value)}: not a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    what = "not a whole number" if _is_number(value) else "not a number"
+    raise AlsegError(f"setting {key} = {_show(value)}: {what}")
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return not isinstance(value, bool)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_types(cfg: Dict[str, Any]) -> None:
+    """Every setting has the type its SCHEMA entry says; normalises ints in place."""
+    for key, (kind, *bound) in SCHEMA.items():
+        value = cfg.get(key)
+        if value is None and (kind.endswith("?") or key in ("dataset",)):
+            continue
+        base = kind.rstrip("?")
+        if base == "int":
+            value = cfg[key] = _whole(value, key)
+        elif base == "number":
+            if not _is_number(value) or isinstance(value, str):
+                raise AlsegError(f"setting {key} = {_show(value)}: not a number")
+            value = cfg[key] = float(value)
+        elif base == "bool" and not isinstance(value, bool):
+            raise AlsegError(f"setting {key} = {_show(value)}: not true or false")
+        elif base == "str" and not isinstance(value, (str, Path)):
+            raise AlsegError(f"setting {key} = {_show(value)}: not a string")
+        elif base == "table" and not isinstance(value, dict):
+            raise AlsegError(f"setting {key} = {_show(value)}: not a table of settings")
+        elif base == "list" and not isinstance(value, (list, tuple, str, int, float)):
+            raise AlsegError(f"setting {key} = {_show(value)}: not a list")
+        if bound and base in ("int", "number") and value < bound[0]:
+            raise AlsegError(f"setting {key} = {_show(value)}: must be at least {bound[0]}")
+    for key, (module, name, loop_set) in OPTION_TARGETS.items():
+        _check_options(key, cfg.get(key) or {}, module, name, loop_set)
+
+
+def _check_options(key: str, options: Dict[str, Any], module: str, name: str, loop_set) -> None:
+    """Keys must be keywords of the function they are passed to, with values of its defaults' types."""
+    if not options:
+        return
+    import inspect
+    from importlib import import_module
+
+    params = inspect.signature(getattr(import_module(module), name)).parameters
+    for opt, value in options.items():
+        p = params.get(opt)
+        if p is None or opt in loop_set or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            known = sorted(k for k, q in params.items() if k not in loop_set
+                           and q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY))
+            raise AlsegError(f"setting {key}.{opt}: not an option the loop can pass to {name} "
+                             f"(known: {', '.join(known)})")
+        default = p.default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise AlsegError(f"setting {key}.{opt} = {_show(value)}: not true or false")
+        elif isinstance(default, int):
+            _whole(value, f"{key}.{opt}")
+        elif isinstance(default, float) and (not _is_number(value) or isinstance(value, str)):
+            raise AlsegError(f"setting {key}.{opt} = {_show(value)}: not a number")
+
+
 # Settings that may change between a run and its resume without changing any result.
 # (threads may change CPU float rounding, never selections of seeded non-model methods.)
 FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads"}
@@ -58,9 +161,11 @@ def parse_list(value, cast=float, name: str = "value") -> List:
         if not text:
             continue
         try:
-            out.append(cast(text))
+            if cast is int and _is_number(text) and not float(text).is_integer():
+                raise AlsegError(f"--{name}: {text} is not a whole number (write e.g. 0,1,2)")
+            out.append(cast(float(text)) if cast is int and _is_number(text) else cast(text))
         except ValueError:
-            raise AlsegError(f"--{name}: {item!r} is not a number (write e.g. 2,3,4)") from None
+            raise AlsegError(f"--{name}: {text} is not a number (write e.g. 2,3,4)") from None
     return out
 
 
@@ -137,7 +242,8 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     cfg.update(given)
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
-        raise AlsegError(f"unknown loop setting(s) {unknown}; known: {', '.join(sorted(DEFAULTS))}")
+        raise AlsegError(f"unknown loop setting(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+    check_types(cfg)
     if not cfg["dataset"]:
         raise AlsegError("no dataset: pass --dataset PATH (a store from 'alseg prep') or set dataset in the config")
     cfg["dataset"] = str(Path(cfg["dataset"]).resolve())
