@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train acdc-quick acdc-paper clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-typiclust acdc-quick acdc-paper clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with test extras (~3 min)
 
@@ -37,6 +37,9 @@ bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNe
 
 bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 min)
 	$(BIN)/python benchmarks/bench_train.py --size 64 --iterations 30 --base-channels 8
+
+bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
+	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)
 
 acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured) then weak (~3.5 h est.) supervision on 2 CPU cores
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh

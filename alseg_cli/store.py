@@ -14,11 +14,8 @@ Embeddings store (``attrs.format == "alseg.embeddings"``):
 
 Strings are zarr v3 variable-length UTF-8, readable by any zarr v3 library.
 
-Integrity: zarr reads a missing chunk as its fill value, so a deleted shard would be
-read as zeros without a word. Each store therefore carries ``chunks.json``: every chunk
-file written, with its size. Opening a store checks that listing against the disk (a
-directory walk and a stat per file, no reads), so a missing or truncated chunk is a
-one-line error naming the store and array; ``verify_store`` (``alseg verify``) also
+Integrity (integrity.py): each store lists the chunk files it wrote; opening a store
+checks the listing, and ``verify_store`` (``alseg verify``) also reads every array and
 recomputes the content hash.
 """
 from __future__ import annotations
@@ -29,22 +26,19 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import json
-import os
 
 import numpy as np
 import zarr
 
 from .atomic import atomic_path
 from .errors import AlsegError
+from .integrity import CHUNKS_FILE, HASH_SKIP, check_chunks, chunk_files, damaged, finish_store, peek_format
 from .manifest import hash_tree
 
 DATASET_FORMAT = "alseg.dataset"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
 SHARD_SLICES = 64
-CHUNKS_FILE = "chunks.json"
-HASH_SKIP = {"zarr.json", CHUNKS_FILE}     # root metadata (holds the hash) and the chunk listing
-MAKERS = {DATASET_FORMAT: "alseg prep", EMBEDDINGS_FORMAT: "alseg embed"}
 
 
 @dataclass
@@ -67,66 +61,6 @@ def _strings(group, name: str, values: Sequence[str]) -> None:
                              chunks=(max(1, len(values)),))
     if len(values):
         arr[:] = np.asarray([str(v) for v in values], dtype=object)
-
-
-def _chunk_files(root: Path) -> Dict[str, Dict[str, int]]:
-    """{array path: {chunk key: bytes}} for every array under ``root`` (zarr v3 default keys)."""
-    out: Dict[str, Dict[str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if "c" in dirnames and "zarr.json" in filenames:
-            array = Path(dirpath).relative_to(root).as_posix()
-            files = out.setdefault(array, {})
-            for sub, _, names in os.walk(Path(dirpath) / "c"):
-                for name in names:
-                    full = Path(sub) / name
-                    files[full.relative_to(dirpath).as_posix()] = full.stat().st_size
-            dirnames.remove("c")
-    return out
-
-
-def _finish_store(tmp: Path, root) -> str:
-    """Record the chunk files and the content hash of a store that is fully written."""
-    (tmp / CHUNKS_FILE).write_text(json.dumps(_chunk_files(tmp), sort_keys=True), encoding="utf-8")
-    digest = hash_tree(tmp, skip=HASH_SKIP)
-    root.attrs["content_hash"] = digest
-    return digest
-
-
-def damaged(path, what: str, fmt: Optional[str] = None) -> AlsegError:
-    maker = MAKERS.get(fmt, "the command that made it")
-    return AlsegError(f"{path}: {what}; the store is damaged: re-run {maker} (with --force) to rebuild it")
-
-
-def check_chunks(path) -> None:
-    """Every chunk file listed in ``chunks.json`` exists with its recorded size (stores that
-    predate the listing are not checked)."""
-    path = Path(path)
-    listing = path / CHUNKS_FILE
-    if not listing.exists():
-        return
-    fmt = _peek_format(path)
-    try:
-        expected = json.loads(listing.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise damaged(path, f"{CHUNKS_FILE} is unreadable ({exc.__class__.__name__})", fmt) from None
-    found = _chunk_files(path)
-    for array, files in sorted(expected.items()):
-        have = found.get(array, {})
-        for key, size in sorted(files.items()):
-            if key not in have:
-                raise damaged(path, f"array {array!r} lacks chunk file {key} "
-                                    f"({len(files) - len(set(files) & set(have))} of {len(files)} missing)", fmt)
-            if have[key] != size:
-                raise damaged(path, f"array {array!r} chunk file {key} has {have[key]} bytes, "
-                                    f"{size} were written (truncated or altered)", fmt)
-
-
-def _peek_format(path: Path) -> Optional[str]:
-    try:
-        return json.loads((path / "zarr.json").read_text(encoding="utf-8")).get("attributes", {}).get("format")
-    except (OSError, ValueError):
-        return None
 
 
 def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, str],
@@ -196,7 +130,7 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
             **attrs,
         }
         root.attrs.update(meta)
-        meta["content_hash"] = _finish_store(tmp, root)
+        meta["content_hash"] = finish_store(tmp, root)
     return meta
 
 
@@ -252,27 +186,6 @@ class _Store:
 
     def strings(self, name: str) -> np.ndarray:
         return np.array(self.read(name).tolist(), dtype=str)
-
-
-def verify_store(path) -> Dict:
-    """Check a dataset or embeddings store completely: format, chunk listing, every array
-    readable, and the content hash recomputed. Returns a summary; damage is an AlsegError."""
-    path = Path(path)
-    if not path.exists():
-        raise AlsegError(f"{path}: no such store")
-    fmt = _peek_format(path)
-    if fmt not in MAKERS:
-        raise AlsegError(f"{path}: not an alseg dataset or embeddings store (format {fmt!r})")
-    store = DatasetStore(path) if fmt == DATASET_FORMAT else EmbeddingsStore(path)
-    recorded = store.attrs.get("content_hash")
-    actual = hash_tree(path, skip=HASH_SKIP if (path / CHUNKS_FILE).exists() else {"zarr.json"})
-    if recorded != actual:
-        raise damaged(path, f"content hash {actual[:12]} differs from the recorded {str(recorded)[:12]}", fmt)
-    arrays = sorted(_chunk_files(path)) or sorted(name for name, _ in store.root.arrays())
-    for name in arrays:
-        store.read(name)
-    return {"kind": "verification", "store": str(path.resolve()), "format": fmt, "arrays": len(arrays),
-            "chunk_listing": (path / CHUNKS_FILE).exists(), "content_hash": actual, "ok": True}
 
 
 class DatasetStore(_Store):
@@ -400,7 +313,7 @@ def write_embeddings(path, vectors: np.ndarray, slice_ids: Sequence[str], attrs:
                 "num": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
                 "dtype": str(vectors.dtype), **attrs}
         root.attrs.update(meta)
-        meta["content_hash"] = _finish_store(tmp, root)
+        meta["content_hash"] = finish_store(tmp, root)
     return meta
 
 
@@ -414,5 +327,25 @@ class EmbeddingsStore(_Store):
         return self.strings("slice_id")
 
     def vectors(self) -> np.ndarray:
-        return self.root["vectors"][:]
+        return self.read("vectors")
 
+
+def verify_store(path) -> Dict:
+    """Check a dataset or embeddings store completely: format, chunk listing, every array
+    readable, and the content hash recomputed. Returns a summary; damage is an AlsegError."""
+    path = Path(path)
+    if not path.exists():
+        raise AlsegError(f"{path}: no such store")
+    fmt = peek_format(path)
+    if fmt not in (DATASET_FORMAT, EMBEDDINGS_FORMAT):
+        raise AlsegError(f"{path}: not an alseg dataset or embeddings store (format {fmt!r})")
+    store = DatasetStore(path) if fmt == DATASET_FORMAT else EmbeddingsStore(path)
+    recorded = store.attrs.get("content_hash")
+    actual = hash_tree(path, skip=HASH_SKIP if (path / CHUNKS_FILE).exists() else {"zarr.json"})
+    if recorded != actual:
+        raise damaged(path, f"content hash {actual[:12]} differs from the recorded {str(recorded)[:12]}", fmt)
+    arrays = sorted(chunk_files(path)) or sorted(name for name, _ in store.root.arrays())
+    for name in arrays:
+        store.read(name)
+    return {"kind": "verification", "store": str(path.resolve()), "format": fmt, "arrays": len(arrays),
+            "chunk_listing": (path / CHUNKS_FILE).exists(), "content_hash": actual, "ok": True}

@@ -71,8 +71,8 @@ def main():
         x = EmbeddingsStore(Path(tmp) / "e.zarr").vectors().astype(np.float64)
     from sklearn.cluster import KMeans
 
-    print(f"| K = budget | same clusters, sq. L2 | same clusters, L2 | end to end (official vs alseg) "
-          f"| official vs official, next seed | k-means inertia / sklearn n_init=1 |")
+    print("| K = budget | same clusters, sq. L2 | same clusters, L2 | end to end (official vs alseg) "
+          "| official vs official, next seed | k-means inertia / sklearn n_init=1 |")
     print("|---|---|---|---|---|---|")
     for budget in map(int, a.budgets.split(",")):
         same_sq, same_l2, e2e, floor, ratio = [], [], [], [], []

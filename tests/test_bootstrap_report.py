@@ -109,3 +109,58 @@ def test_stage_timings_from_done_markers(tmp_path):
     md = (run / "bootstrap" / "timings.md").read_text()
     assert "| random | 2 % | 2.0 s | 3.3 min | 5.0 s | 2 |" in md and "| pretrain seed0 | 3.3 min |" in md
     assert m["outputs"]["timings"] == str(run / "bootstrap" / "timings.md")
+
+
+def _hd_run(root: Path, hd):
+    """hd[method][seed] = per-volume [class1, class2] pooled HD95 (None = class absent)."""
+    for method, by_seed in hd.items():
+        for seed, vols in by_seed.items():
+            ev = {"kind": "evaluation", "classes": ["a", "b"], "per_volume": [
+                {"volume": f"v{k}", "dice": [0.5, 0.5], "hd95": h, "hd95_max": [None if x is None else 2 * x
+                                                                                   for x in h]}
+                for k, h in enumerate(vols)]}
+            write_json(root / method / f"seed{seed}" / "round2" / "eval.json", ev)
+
+
+def test_hd95_metric_is_lower_is_better_and_skips_undefined_classes(tmp_path):
+    run = tmp_path / "run"
+    hd = {"good": {0: [[1.0, 3.0], [2.0, None]], 1: [[1.0, 1.0], [4.0, 2.0]]},
+          "bad": {0: [[9.0, 9.0], [8.0, 8.0]], 1: [[7.0, 9.0], [9.0, 9.0]]},
+          "holes": {0: [[5.0, 5.0], [None, None]], 1: [[6.0, None], [4.0, 2.0]]}}
+    _hd_run(run, hd)
+    m = bootstrap_report(run, metric="hd95", n_boot=200, seed=1, plot_png=False)
+    rows = {r["method"]: r for r in m["table"]["rows"]}
+    assert rows["good"]["best"] and not rows["bad"]["best"]
+    # literal: unit score = mean of defined classes; statistic = mean of defined (seed, unit) scores
+    units = np.array([[np.mean([1.0, 3.0]), 2.0], [1.0, 3.0]])
+    assert rows["good"]["mean"] == pytest.approx(units.mean())
+    idx = np.random.default_rng(1).integers(0, 2, size=(200, 2))
+    lit = np.array([units[:, i].mean() for i in idx])
+    assert rows["good"]["error"] == pytest.approx(2 * lit.std(ddof=1))
+    # a volume with no defined class in one seed: the resample mean is over the defined values
+    vals = {0: [5.0, None], 1: [6.0, 3.0]}                    # per seed, per volume
+    lit = [np.mean([vals[s][i] for i in draw for s in (0, 1) if vals[s][i] is not None]) for draw in idx]
+    assert rows["holes"]["mean"] == pytest.approx(np.mean([5.0, 6.0, 3.0]))
+    assert rows["holes"]["error"] == pytest.approx(2 * np.std(lit, ddof=1))
+    mx = bootstrap_report(run, metric="hd95_max", n_boot=200, seed=1, plot_png=False, out=tmp_path / "mx")
+    assert {r["method"]: r for r in mx["table"]["rows"]}["good"]["mean"] == pytest.approx(2 * units.mean())
+    assert (run / "bootstrap" / "table.csv").read_text().startswith("method,budget_percent,mean_hd95,")
+    with pytest.raises(AlsegError, match="--metric"):
+        bootstrap_report(run, metric="hd99", out=tmp_path / "x")
+
+
+def test_a_missing_seed_is_marked_and_warned(tmp_path):
+    from typer.testing import CliRunner
+
+    from alseg_cli.cli.main import app
+
+    run = tmp_path / "run"
+    fake_run(run, {"random": {2: {0: [0.5, 0.6], 1: [0.4, 0.7]}, 5: {0: [0.6, 0.6]}}})
+    m = bootstrap_report(run, n_boot=50, plot_png=False)
+    rows = {r["budget"]: r for r in m["table"]["rows"]}
+    assert rows[5.0]["missing_seeds"] == [1] and rows[2.0]["missing_seeds"] == []
+    assert "random at 5%: no evaluation for seed(s) 1" in m["table"]["warnings"][0]
+    md = (run / "bootstrap" / "table.md").read_text()
+    assert "60.0 ± 0.0†" in md and "† fewer seeds" in md
+    res = CliRunner().invoke(app, ["bootstrap", str(run), "--n-boot", "50", "--no-plot", "--force"])
+    assert res.exit_code == 0 and "warning" in res.stderr and "seed(s) 1" in res.stderr
