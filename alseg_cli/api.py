@@ -26,6 +26,11 @@ def select(**options):
     return _select(**options)
 
 
+def list_methods():
+    from .acquisition.select import list_methods as _list_methods
+    return _list_methods()
+
+
 def train_seg(dataset, labels, out, **options):
     from .segmentation.train import train_seg as _train_seg
     return _train_seg(dataset, labels, out, **options)

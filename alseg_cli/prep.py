@@ -14,12 +14,14 @@ import numpy as np
 
 from .atomic import check_writable, write_json
 from .data.normalize import normalize_volume
+from .data.phantoms import make_phantoms, phantom_attrs
 from .data.splits import DEFAULT_SPLIT, apply_split_file, load_split_file, parse_split, random_split
+from .data.volume import Volume
 from .errors import AlsegError
 from .io.layouts import Listing, VolumeSpec, list_source
 from .io.readers import header, read
 from .manifest import make_manifest
-from .store import Volume, write_dataset
+from .store import write_dataset
 
 TIE = 1.1   # spacings / extents within 10% of each other count as equal
 
@@ -299,8 +301,6 @@ def _class_attrs(listing: Listing, max_label: int, unannotated, has_scribbles: b
 
 
 def _prep_phantoms(out, mpath, size, split, split_file, seed, patients, force, progress, args):
-    from .data.phantoms import make_phantoms, phantom_attrs
-
     if patients < 1:
         raise AlsegError(f"--patients {patients}: need at least 1 patient")
     names = [f"phantom{p:03d}" for p in range(patients)]
@@ -347,3 +347,20 @@ def _split_patients(vols, split_map) -> Dict[str, int]:
         name = split_map.get(patient, "train")
         counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def write_phantom_store(path, patients: int = 12, size: int = 64, slices: int = 8, seed: int = 0,
+                        split: dict = None, force: bool = False) -> dict:
+    """Convenience for tests and demos: phantoms straight into a dataset store.
+
+    Default split by patient: first 70% train, next 10% val (at least one), rest test.
+    """
+    names = [f"phantom{p:03d}" for p in range(patients)]
+    if split is None:
+        n_train = max(1, int(round(patients * 0.7)))
+        n_val = max(1, int(round(patients * 0.1)))
+        split = {n: ("train" if i < n_train else "val" if i < n_train + n_val else "test")
+                 for i, n in enumerate(names)}
+    attrs = {**phantom_attrs(), "source": {"kind": "phantoms", "patients": patients, "seed": seed},
+             "preprocessing": {"size": size, "normalize": "phantom [0,1]"}}
+    return write_dataset(path, make_phantoms(patients, size, slices, seed), size, split, attrs, force=force)

@@ -20,17 +20,17 @@ recomputes the content hash.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
-
-import json
 
 import numpy as np
 import zarr
 
 from .atomic import atomic_path
+from .data.resize import resize_images, resize_labels
+from .data.volume import Volume
 from .errors import AlsegError
 from .integrity import CHUNKS_FILE, HASH_SKIP, check_chunks, chunk_files, damaged, finish_store, peek_format
 from .manifest import hash_tree
@@ -39,21 +39,6 @@ DATASET_FORMAT = "alseg.dataset"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
 SHARD_SLICES = 64
-
-
-@dataclass
-class Volume:
-    """One 3D volume with the slice axis first, at native in-plane resolution."""
-
-    name: str
-    patient: str
-    image: np.ndarray                      # (Z, C, H, W) float32, normalised
-    mask: Optional[np.ndarray] = None      # (Z, H, W) uint8
-    scribble: Optional[np.ndarray] = None  # (Z, H, W) uint8
-    spacing: Optional[Sequence[float]] = None  # (z, y, x) in mm, None when unknown
-    affine: Optional[np.ndarray] = None    # 4x4 of the source file, when known
-    source: str = ""
-    meta: Dict = field(default_factory=dict)  # e.g. slice_axis used, for native reconstruction
 
 
 def _strings(group, name: str, values: Sequence[str]) -> None:
@@ -71,8 +56,6 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
     preprocessing. Returns the store's attributes. ``on_volume(volume)`` is called after
     each volume (progress bars).
     """
-    from .data.resize import resize_images, resize_labels
-
     images, masks, scribbles = [], [], []
     ids, patients, vols, zs, splits, vol_meta = [], [], [], [], [], []
     with atomic_path(path, force=force) as tmp:

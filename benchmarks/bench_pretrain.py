@@ -184,7 +184,7 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp(prefix="alseg-bench-"))
     dataset = args.dataset
     if dataset is None:
-        from alseg_cli.data.phantoms import write_phantom_store
+        from alseg_cli.prep import write_phantom_store
         dataset = tmp / "phantoms.zarr"
         write_phantom_store(dataset, patients=12, size=64, slices=8, seed=0)
     store = DatasetStore(dataset)

@@ -61,7 +61,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         store_path = a.store
         if store_path is None:
-            from alseg_cli.data.phantoms import write_phantom_store
+            from alseg_cli.prep import write_phantom_store
             store_path = Path(tmp) / "phantoms.zarr"
             write_phantom_store(store_path, patients=10, size=a.size, slices=6, seed=0)
         store = DatasetStore(store_path)

@@ -20,7 +20,7 @@ HIPPO_DIR = Path(os.environ.get("HIPPO_DIR", SHARED_DATA / "hippocampus"))
 @pytest.fixture(scope="session")
 def phantom_store(tmp_path_factory) -> Path:
     """12 patients x 2 frames, 64 px, ~8 slices: train/val/test by patient."""
-    from alseg_cli.data.phantoms import write_phantom_store
+    from alseg_cli.prep import write_phantom_store
 
     path = tmp_path_factory.mktemp("phantoms") / "data.zarr"
     write_phantom_store(path, patients=12, size=64, slices=8, seed=0)

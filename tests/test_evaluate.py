@@ -93,7 +93,7 @@ def test_cli_train_and_evaluate_stdout_is_one_manifest(phantom_store, model_dir,
 
 
 def test_evaluate_bad_inputs(phantom_store, model_dir, tmp_path):
-    from alseg_cli.data.phantoms import write_phantom_store
+    from alseg_cli.prep import write_phantom_store
 
     with pytest.raises(AlsegError, match="split 'nope'"):
         evaluate(phantom_store, model_dir, split="nope", progress=False)

@@ -17,7 +17,7 @@ pytest.importorskip("alseg_cli.acquisition.select")
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory) -> Path:
-    from alseg_cli.data.phantoms import write_phantom_store
+    from alseg_cli.prep import write_phantom_store
 
     path = tmp_path_factory.mktemp("tiny") / "data.zarr"
     write_phantom_store(path, patients=6, size=32, slices=6, seed=1)

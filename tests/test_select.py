@@ -8,13 +8,13 @@ import pytest
 import torch
 import zarr
 
-from alseg_cli.acquisition.methods import METHODS
+from alseg_cli.acquisition.methods import METHODS, method_spec
 from alseg_cli.acquisition.select import select
 from alseg_cli.errors import AlsegError
 from alseg_cli.store import DatasetStore, write_embeddings
 
 FAST = {"gcn_epochs": 10, "vaal_epochs": 1, "max_clusters": 50}
-MODEL_METHODS = [n for n in METHODS.names() if METHODS.info(n)["needs"] in ("model", "ensemble")]
+MODEL_METHODS = [n for n in METHODS.names() if method_spec(n).needs in ("model", "ensemble")]
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import AlsegError
 from .kcenter import kcenter_greedy
-from .methods import METHODS, SelectionContext, top_k
+from .methods import MethodSpec, SelectionContext, method, top_k
 
 
 # ---- CoreGCN (Caramalau et al. 2021) -------------------------------------------------
@@ -32,8 +32,8 @@ def coregcn_adjacency(x):
     return adj / col[None, :] + torch.eye(x.shape[0])
 
 
-@METHODS.register("coregcn", "CoreGCN: GCN (labelled vs unlabelled) over embeddings, k-center on its features.",
-                  needs="embeddings", cold_start=False)
+@method("coregcn", "CoreGCN: GCN (labelled vs unlabelled) over embeddings, k-center on its features.",
+        MethodSpec("embeddings", cold_start=False, embeddings="pixels", labelled=True))
 def select_coregcn(ctx: SelectionContext) -> List[int]:
     import torch
 
@@ -171,9 +171,9 @@ def typiclust_pick(x, labels: np.ndarray, n_labeled: int, k: int, knn: int = TYP
     return picks
 
 
-@METHODS.register("typiclust", "TypiClust: k-means++ (K = |L| + budget, cap 500); round-robin over clusters of "
-                  "more than 5 points, fewest labelled then largest first, most typical point of each; "
-                  "past those, the small clusters.", needs="embeddings")
+@method("typiclust", "TypiClust: k-means++ (K = |L| + budget, cap 500); round-robin over clusters of "
+        "more than 5 points, fewest labelled then largest first, most typical point of each; "
+        "past those, the small clusters.", MethodSpec("embeddings", cold_start=True, embeddings="pixels"))
 def select_typiclust(ctx: SelectionContext) -> List[int]:
     import torch
 
@@ -207,8 +207,8 @@ def _vaal_nets(channels: int, latent: int = 32):
     return enc, heads, dec, disc
 
 
-@METHODS.register("vaal", "VAAL: VAE (latent 32) + discriminator labelled=1/unlabelled=0; least-labelled-looking.",
-                  needs="dataset", cold_start=False)
+@method("vaal", "VAAL: VAE (latent 32) + discriminator labelled=1/unlabelled=0; least-labelled-looking.",
+        MethodSpec("dataset", cold_start=False, labelled=True))
 def select_vaal(ctx: SelectionContext) -> List[int]:
     import torch
     import torch.nn.functional as F

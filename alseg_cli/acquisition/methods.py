@@ -1,10 +1,10 @@
 """The registry of acquisition methods (method.md sections 3-4) and the simple ones.
 
 Each method is ``fn(ctx: SelectionContext) -> list of dataset indices`` (in selection order,
-exactly ``ctx.k`` of them, all from ``ctx.pool``). Registry info ``needs`` says what a method
-requires: "embeddings", "model" (one or more trained segmentation models) or "ensemble"
-(several models, or an ensemble directory), "dataset" (images) or nothing.
-Learned methods (CoreGCN, TypiClust, VAAL) live in ``learned.py``.
+exactly ``ctx.k`` of them, all from ``ctx.pool``), registered with ``@method(name,
+description, MethodSpec(...))``: what it needs, whether it can choose a first round with
+nothing labelled, and which embeddings the loop gives it. ``select``, ``select --list`` and
+the loop all read that spec. Learned methods (CoreGCN, TypiClust, VAAL) live in ``learned.py``.
 """
 from __future__ import annotations
 
@@ -18,6 +18,42 @@ from ..registry import Registry
 from .kcenter import kcenter_greedy
 
 METHODS = Registry("acquisition method")
+
+NEEDS = ("embeddings", "model", "ensemble", "dataset", "nothing")
+EMBEDDINGS = ("encoder", "pixels", None)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What an acquisition method needs.
+
+    needs: "embeddings", "model" (a trained segmentation model), "ensemble" (several, or an
+    ensemble directory), "dataset" (the images) or "nothing". cold_start: it can choose with
+    nothing labelled and no model (else a loop's first round is random). embeddings: the
+    vectors a loop embeds for it by default: "encoder" (GCL or --encoder), "pixels", or None.
+    labelled: it learns from the labelled set, so needs one.
+    """
+
+    needs: str
+    cold_start: bool
+    embeddings: Optional[str] = None
+    labelled: bool = False
+
+    def __post_init__(self):
+        if self.needs not in NEEDS or self.embeddings not in EMBEDDINGS:
+            raise ValueError(f"bad MethodSpec {self}")
+        if (self.embeddings is not None) != (self.needs == "embeddings"):
+            raise ValueError(f"MethodSpec {self}: embeddings is set exactly when needs is 'embeddings'")
+
+
+def method(name: str, description: str, spec: MethodSpec):
+    """Register an acquisition method: ``@method("name", "one line", MethodSpec(...))``."""
+    return METHODS.register(name, description, spec=spec)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The spec a method was registered with (an unknown name is an AlsegError)."""
+    return METHODS.info(name)["spec"]
 
 
 @dataclass
@@ -47,7 +83,7 @@ def top_k(indices: np.ndarray, scores: np.ndarray, k: int) -> List[int]:
     return [int(i) for i in indices[order[:k]]]
 
 
-@METHODS.register("random", "Uniformly random unlabelled train slices (seeded).", needs="nothing")
+@method("random", "Uniformly random unlabelled train slices (seeded).", MethodSpec("nothing", cold_start=True))
 def select_random(ctx: SelectionContext) -> List[int]:
     rng = np.random.default_rng(ctx.seed)
     return [int(i) for i in rng.choice(ctx.pool, size=ctx.k, replace=False)]
@@ -62,14 +98,14 @@ def _kcenter_on(ctx: SelectionContext, vectors: np.ndarray) -> List[int]:
     return [int(rows[p]) for p in picks]
 
 
-@METHODS.register("coreset", "k-center greedy on any embeddings (pixels: Coreset baseline; GCL: the paper's method).",
-                  needs="embeddings")
+@method("coreset", "k-center greedy on any embeddings (pixels: Coreset baseline; GCL: the paper's method).",
+        MethodSpec("embeddings", cold_start=True, embeddings="pixels"))
 def select_coreset(ctx: SelectionContext) -> List[int]:
     return _kcenter_on(ctx, ctx.need_vectors("coreset"))
 
 
-@METHODS.register("gcl-coreset", "coreset on embeddings from a GCL-trained encoder (checked in the store attrs).",
-                  needs="embeddings")
+@method("gcl-coreset", "coreset on embeddings from a GCL-trained encoder (checked in the store attrs).",
+        MethodSpec("embeddings", cold_start=True, embeddings="encoder"))
 def select_gcl_coreset(ctx: SelectionContext) -> List[int]:
     vectors = ctx.need_vectors("gcl-coreset")
     encoder = ctx.emb_attrs.get("encoder") or {}
@@ -116,8 +152,8 @@ def _check_models(ctx: SelectionContext, method: str, ensemble: bool) -> None:
             raise AlsegError(f"--model {m}: no such model directory")
 
 
-def _model_method(name: str, score: str, mode: str, ensemble: bool, description: str, needs: str):
-    @METHODS.register(name, description, needs=needs)
+def _model_method(name: str, score: str, mode: str, ensemble: bool, description: str):
+    @method(name, description, MethodSpec("ensemble" if ensemble else "model", cold_start=False))
     def run(ctx: SelectionContext) -> List[int]:
         _check_models(ctx, name, ensemble)
         # one --model for an ensemble method may be an ensemble directory: predict expands it
@@ -127,19 +163,19 @@ def _model_method(name: str, score: str, mode: str, ensemble: bool, description:
 
 
 _model_method("entropy", "entropy", "softmax", False,
-              "Highest mean softmax entropy of one segmentation model.", "model")
+              "Highest mean softmax entropy of one segmentation model.")
 _model_method("bald", "bald", "mc", False,
-              "BALD mutual information from MC dropout (--mc-samples, BN in eval mode).", "model")
+              "BALD mutual information from MC dropout (--mc-samples, BN in eval mode).")
 _model_method("mc-variance", "mc-variance", "mc", False,
-              "Variance of MC-dropout class probabilities, mean over classes.", "model")
+              "Variance of MC-dropout class probabilities, mean over classes.")
 _model_method("variance-ratio", "variance-ratio", "ensemble", True,
-              "1 - modal votes / M over an ensemble of models.", "ensemble")
+              "1 - modal votes / M over an ensemble of models.")
 _model_method("ensemble-entropy", "ensemble-entropy", "ensemble", True,
-              "Entropy of the ensemble-mean softmax.", "ensemble")
+              "Entropy of the ensemble-mean softmax.")
 
 
-@METHODS.register("stochastic-batches", "Random batches of --batch-slices slices, take whole batches of "
-                  "highest mean ensemble entropy.", needs="ensemble")
+@method("stochastic-batches", "Random batches of --batch-slices slices, take whole batches of "
+        "highest mean ensemble entropy.", MethodSpec("ensemble", cold_start=False))
 def select_stochastic_batches(ctx: SelectionContext) -> List[int]:
     _check_models(ctx, "stochastic-batches", True)
     s = int(ctx.options.get("batch_slices", 10))

@@ -18,12 +18,18 @@ from ..manifest import load_manifest, make_manifest
 from ..store import DatasetStore, EmbeddingsStore
 from . import learned  # noqa: F401  (registers coregcn, typiclust, vaal)
 from .budget import parse_budget
-from .methods import METHODS, SelectionContext
+from .methods import METHODS, SelectionContext, method_spec
 
 
 def list_methods() -> list:
-    return [{"name": n, "needs": METHODS.info(n).get("needs"), "description": METHODS.describe(n)}
-            for n in METHODS.names()]
+    """Every method with its spec (what it needs, cold start, the loop's embeddings)."""
+    out = []
+    for name in METHODS.names():
+        spec = method_spec(name)
+        out.append({"name": name, "needs": spec.needs, "cold_start": spec.cold_start,
+                    "embeddings": spec.embeddings, "labelled": spec.labelled,
+                    "description": METHODS.describe(name)})
+    return out
 
 
 def _load_labeled(labeled) -> Dict:
@@ -68,7 +74,7 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     the embeddings store's ``dataset`` attribute, then the labelled manifest's ``dataset``.
     """
     fn = METHODS.get(method)                       # unknown method -> one-line error, first
-    needs = METHODS.info(method).get("needs")
+    needs = method_spec(method).needs
     if out is not None:
         check_writable(out, force)                 # fail before any work; nothing is written
     prev, lab_map = _load_labeled(labeled)

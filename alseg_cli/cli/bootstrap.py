@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.table import Table
 
 from .common import emit, err_console, handle_errors
 
@@ -33,7 +34,6 @@ def command(
     A cell missing a seed that other cells have is marked † and warned about.
     """
     from ..api import bootstrap
-    from ..metrics.report import rich_table
 
     manifest = bootstrap([str(s) for s in sources], out, unit=unit, n_boot=n_boot, seed=seed,
                          force=force, plot_png=not no_plot, metric=metric)
@@ -41,3 +41,19 @@ def command(
     for warning in manifest["table"]["warnings"]:
         err_console.print(f"[yellow]alseg: warning:[/] {warning}", highlight=False, soft_wrap=True)
     emit(manifest)
+
+
+def rich_table(table):
+    """The bootstrap table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
+    t = Table(title=table["title"], caption=table.get("footnote") or None)
+    t.add_column("method")
+    for b in table["budgets"]:
+        t.add_column(f"{b:g}%", justify="right")
+    rows = {(r["method"], r["budget"]): r for r in table["rows"]}
+    for label in table["methods"]:
+        cells = []
+        for b in table["budgets"]:
+            r = rows.get((label, b))
+            cells.append("" if r is None else f"[bold]{r['text']}[/bold]" if r["best"] else r["text"])
+        t.add_row(label, *cells)
+    return t

@@ -42,7 +42,7 @@ def command(
     Pipes: `alseg embed D.zarr ... | alseg select --method coreset --budget 3%` and
     `alseg select ... --budget 2% | alseg select ... --labeled - --budget 3%`.
     """
-    from ..acquisition.select import list_methods, select
+    from ..api import list_methods, select
     from ..errors import AlsegError
 
     if list_:

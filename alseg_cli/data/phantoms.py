@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from ..store import Volume
+from .volume import Volume
 
 UNANNOTATED = 4
 CLASSES = {0: "background", 1: "RV", 2: "myocardium", 3: "LV"}
@@ -95,22 +95,3 @@ def make_phantoms(patients: int = 12, size: int = 64, slices: int = 8, seed: int
 def phantom_attrs() -> dict:
     return {"num_classes": 4, "classes": {str(k): v for k, v in CLASSES.items()},
             "unannotated": UNANNOTATED}
-
-
-def write_phantom_store(path, patients: int = 12, size: int = 64, slices: int = 8, seed: int = 0,
-                        split: dict = None, force: bool = False) -> dict:
-    """Convenience for tests and demos: phantoms straight into a dataset store.
-
-    Default split by patient: first 70% train, next 10% val (at least one), rest test.
-    """
-    from ..store import write_dataset
-
-    names = [f"phantom{p:03d}" for p in range(patients)]
-    if split is None:
-        n_train = max(1, int(round(patients * 0.7)))
-        n_val = max(1, int(round(patients * 0.1)))
-        split = {n: ("train" if i < n_train else "val" if i < n_train + n_val else "test")
-                 for i, n in enumerate(names)}
-    attrs = {**phantom_attrs(), "source": {"kind": "phantoms", "patients": patients, "seed": seed},
-             "preprocessing": {"size": size, "normalize": "phantom [0,1]"}}
-    return write_dataset(path, make_phantoms(patients, size, slices, seed), size, split, attrs, force=force)

@@ -2,60 +2,54 @@
 without training anything (tests pass a fake backend) and a distributed executor can
 later ship the same calls elsewhere.
 
-``ApiBackend`` calls the library entry points of alseg_cli.api; each writes its output
-atomically and returns its manifest.
+``LibraryBackend`` calls the library functions the commands run (prep, pretrain, embed,
+select, train_seg, evaluate); each writes its output atomically and returns its manifest.
+A backend given as 'module:Class' is imported by name, so spawned processes can load it.
 """
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-
-def _info(method: str) -> Dict[str, Any]:
-    """What the acquisition registry says a method needs (an unknown name is an AlsegError)."""
-    from ..acquisition import METHODS
-
-    return METHODS.info(method)
+from ..acquisition.methods import method_spec
+from ..acquisition.select import select
+from ..encoders.embed import embed
+from ..encoders.pretrain import pretrain
+from ..segmentation.evaluate import evaluate
+from ..segmentation.train import train_seg
 
 
 def needs_model(method: str) -> bool:
-    return _info(method)["needs"] in ("model", "ensemble")
+    return method_spec(method).needs in ("model", "ensemble")
 
 
 def can_start_cold(method: str) -> bool:
-    """Can the method choose a round with no labelled slice and no model? Methods that score
+    """Can the method choose a round with no labelled slice and no model? Those that score
     with a model or learn from the labelled set cannot: their first round is random
     (method.md section 1)."""
-    return _info(method).get("cold_start", not needs_model(method))
+    return method_spec(method).cold_start
 
 
-def embedding_source(method: str, cfg: Dict[str, Any]) -> Optional[str]:
-    """'encoder' (GCL or --encoder), 'pixels', or None when the method uses no embeddings."""
+def embedding_source(method: str, cfg) -> Optional[str]:
+    """'encoder' (GCL or --encoder), 'pixels', or None when the method uses no embeddings;
+    the method's spec decides unless the config's method_embeddings overrides it."""
     override = (cfg.get("method_embeddings") or {}).get(method)
-    if override:
-        return override
-    if _info(method)["needs"] != "embeddings":
-        return None
-    if method.startswith("gcl"):
-        return "encoder"
-    return "pixels"
+    return override or method_spec(method).embeddings
 
 
-class ApiBackend:
-    """The real steps: alseg_cli.api."""
+class LibraryBackend:
+    """The real steps: the library functions that the commands run."""
 
     def __init__(self, progress: bool = False):
-        self.api = import_module("alseg_cli.api")
         self.progress = progress  # the loop draws its own display; steps stay quiet
 
     def pretrain(self, dataset, out, seed: int, epochs: int, device: str, **options):
         # resume: a loop killed mid-pretraining continues from the last finished epoch
-        return self.api.pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True,
-                                 resume=True, progress=self.progress, **options)
+        return pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True,
+                        resume=True, progress=self.progress, **options)
 
     def embed(self, dataset, out, encoder: str, device: str):
-        return self.api.embed(dataset, out, encoder=encoder, device=device, force=True,
-                              progress=self.progress)
+        return embed(dataset, out, encoder=encoder, device=device, force=True, progress=self.progress)
 
     def select(self, *, method, budget, dataset, embeddings, models: List[str], labeled, seed, out, device,
                **options):
@@ -68,17 +62,16 @@ class ApiBackend:
             opts["models"] = list(models)
         if labeled is not None:
             opts["labeled"] = labeled
-        return self.api.select(**opts)
+        return select(**opts)
 
     def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **options):
         model = "dmpls" if supervision == "scribble" else "unet"
-        return self.api.train_seg(dataset, labels, out, model=model, supervision=supervision,
-                                  iterations=iterations, ensemble=ensemble, seed=seed,
-                                  device=device, force=True, progress=self.progress, **options)
+        return train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
+                         ensemble=ensemble, seed=seed, device=device, force=True, progress=self.progress,
+                         **options)
 
     def evaluate(self, *, dataset, model, out, split, device):
-        return self.api.evaluate(dataset, model, out, split=split, device=device, force=True,
-                                 progress=self.progress)
+        return evaluate(dataset, model, out, split=split, device=device, force=True, progress=self.progress)
 
 
 def load_backend(spec):

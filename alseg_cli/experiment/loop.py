@@ -21,7 +21,7 @@ from .backend import can_start_cold, embedding_source, load_backend, needs_model
 from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_name
 from .steps import StepRunner
 
-DEFAULT_BACKEND = "alseg_cli.experiment.backend:ApiBackend"
+DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
 
 
 def round_seed(seed: int, round_index: int) -> int:

@@ -25,6 +25,7 @@ from ..atomic import atomic_path
 from ..errors import AlsegError
 from ..manifest import make_manifest
 from .bootstrap import bootstrap_error
+from .timings import stage_times, timings_markdown
 
 ROUND_RE = re.compile(r"^round(\d+(?:\.\d+)?)$")
 SEED_RE = re.compile(r"^seed(\d+)$")
@@ -219,8 +220,12 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
         for r in rows:
             if r["budget"] == budget:
                 r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
-    return {"metric": metric, "methods": labels, "budgets": budgets, "rows": rows,
-            "seeds": all_seeds, "warnings": warnings}
+    table = {"metric": metric, "title": f"{METRICS[metric][0]} ± bootstrap error (2 sd, paired)",
+             "methods": labels, "budgets": budgets, "rows": rows, "seeds": all_seeds, "warnings": warnings}
+    for r in rows:
+        r["text"] = _text(table, r)          # the cell as every table format shows it
+    table["footnote"] = _footnote(table).strip()
+    return table
 
 
 def _text(table, r) -> str:
@@ -233,10 +238,11 @@ def _text(table, r) -> str:
 def _footnote(table) -> str:
     if not any(r.get("missing_seeds") for r in table["rows"]):
         return ""
-    return f"\n† fewer seeds than the {len(table['seeds'])} found elsewhere ({', '.join(map(str, table['seeds']))})\n"
+    return f"† fewer seeds than the {len(table['seeds'])} found elsewhere ({', '.join(map(str, table['seeds']))})"
 
 
 def _cell(table, label, budget) -> Optional[Dict]:
+    """The row of one (method, budget), or None."""
     return next((r for r in table["rows"] if r["method"] == label and r["budget"] == budget), None)
 
 
@@ -250,10 +256,9 @@ def to_markdown(table) -> str:
             if r is None:
                 cells.append("")
                 continue
-            text = _text(table, r)
-            cells.append(f"**{text}**" if r["best"] else text)
+            cells.append(f"**{r['text']}**" if r["best"] else r["text"])
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + _footnote(table)
+    return "\n".join(lines) + "\n" + (f"\n{table['footnote']}\n" if table.get("footnote") else "")
 
 
 def write_csv(table, path: Path) -> None:
@@ -291,25 +296,6 @@ def plot(table, path: Path, title: Optional[str] = None) -> None:
     plt.close(fig)
 
 
-def rich_table(table):
-    """The table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
-    from rich.table import Table
-
-    t = Table(title=f"{METRICS[table.get('metric', 'dice')][0]} ± bootstrap error (2 sd, paired)",
-              caption=_footnote(table).strip() or None)
-    t.add_column("method")
-    for b in table["budgets"]:
-        t.add_column(f"{b:g}%", justify="right")
-    for label in table["methods"]:
-        cells = []
-        for b in table["budgets"]:
-            r = _cell(table, label, b)
-            text = "" if r is None else _text(table, r)
-            cells.append(f"[bold]{text}[/bold]" if r is not None and r["best"] else text)
-        t.add_row(label, *cells)
-    return t
-
-
 def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
                      force: bool = False, plot_png: bool = True, metric: str = "dice") -> Dict[str, Any]:
     """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``.
@@ -344,7 +330,6 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         if plot_png:
             plot(table, tmp / f"{metric}.png")
         if run_dirs:   # loop runs: also the wall time of each stage, from their markers
-            from ..experiment.timings import stage_times, timings_markdown
             times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
             (tmp / "timings.md").write_text(timings_markdown(times), encoding="utf-8")

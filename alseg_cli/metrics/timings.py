@@ -1,8 +1,9 @@
 """Wall time of each stage of a loop run, read back from its steps' done-markers.
 
-Every marker records the seconds its step took (steps.StepRunner), so a finished or
-half-finished RUN_DIR can be summarised at any time: per method and budget, the mean over
-seeds of select / train / evaluate, and the once-per-seed pretrain and embed steps.
+Every marker (RUN_DIR/.../.done/<step>.json, written by the loop) records the seconds its
+step took, so a finished or half-finished RUN_DIR can be summarised at any time: per method
+and budget, the mean over seeds of select / train / evaluate, and the once-per-seed
+pretrain and embed steps.
 """
 from __future__ import annotations
 
