@@ -1,9 +1,12 @@
 """The library entry points, one per subcommand; the CLI is a thin layer over these.
 
-Each returns the manifest it wrote (a dict). Imports are lazy so that importing this
-module is cheap.
+Each returns the manifest it wrote (a dict). The entry points import their modules when
+called, so that importing this module (and ``alseg --help``) stays cheap; only the option
+defaults the CLI shows in its help are imported here.
 """
 from __future__ import annotations
+
+from .acquisition.options import DEFAULTS as SELECT_DEFAULTS  # noqa: F401  (the CLI's help text)
 
 
 def prep(source, out, **options):

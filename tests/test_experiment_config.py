@@ -94,3 +94,19 @@ def test_every_setting_is_type_checked_before_any_work(tmp_path, line, message):
 def test_integral_values_from_yaml_are_accepted(tmp_path):
     cfg = resolve_config({"dataset": "d", "iterations": 300.0, "seeds": "0,1.0", "train_options": {"lr": 1}})
     assert cfg["iterations"] == 300 and cfg["seeds"] == [0, 1]
+
+
+def test_budgets_are_parsed_once_and_exact():
+    from fractions import Fraction
+
+    from alseg_cli.acquisition.budget import Budget, parse_budget
+    from alseg_cli.experiment.config import round_budgets
+
+    cfg = resolve_config({"dataset": "d", "budgets": "2,2.5,12.3456789"})
+    b = round_budgets(cfg)
+    assert b == ["2%", "2.5%", "12.3456789%"] and all(isinstance(x, Budget) for x in b)
+    assert b[2].fraction == Fraction(123456789, 10 ** 9) and round_name(b[2]) == "round12.3456789"
+    assert round_name(b[0]) == round_name(2.0) == "round2"
+    assert parse_budget(b[1], None, 1000, 0) == (25, 25) and Budget("+7").total(10, 3) == 10
+    with pytest.raises(AlsegError, match="--seeds"):
+        resolve_config({"dataset": "d", "seeds": "1%"})

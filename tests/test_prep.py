@@ -211,7 +211,7 @@ def test_prep_phantoms_same_seed_same_split(tmp_path):
 def test_cli_prep_stdout_is_one_manifest_line(tmp_path):
     src = make_msd(tmp_path / "msd", cases=3)
     r = runner.invoke(app, ["prep", str(src), "-o", str(tmp_path / "o.zarr"), "--size", "8",
-                            "--split", "train=0.67,test=0.33"])
+                            "--split-fractions", "train=0.67,test=0.33"])
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["kind"] == "dataset"
@@ -317,7 +317,7 @@ def test_split_file_missing_patient_and_bad_options(tmp_path):
     sf.write_text(json.dumps({"case_000": "train"}))
     r = runner.invoke(app, ["prep", str(src), "-o", str(tmp_path / "out.zarr"), "--split-file", str(sf)])
     assert r.exit_code != 0 and "case_001" in r.stderr and leftovers(tmp_path) == []
-    r = runner.invoke(app, ["prep", str(src), "-o", str(tmp_path / "out.zarr"), "--split", "train=2"])
+    r = runner.invoke(app, ["prep", str(src), "-o", str(tmp_path / "out.zarr"), "--split-fractions", "train=2"])
     assert r.exit_code != 0 and "sum to 1" in r.stderr
     r = runner.invoke(app, ["prep", str(tmp_path / "nope"), "-o", str(tmp_path / "out.zarr")])
     assert r.exit_code != 0 and "source not found" in r.stderr
@@ -404,3 +404,14 @@ def test_parse_classes():
     for bad in ("1", "x=liver", "bg"):
         with pytest.raises(AlsegError):
             parse_classes(bad)
+
+
+def test_layout_detection_order_is_explicit(tmp_path):
+    from alseg_cli.io.layouts import DETECTION_ORDER, LAYOUTS, detection_order
+
+    assert set(detection_order()) == set(LAYOUTS.names()) and detection_order()[:2] == ("acdc", "msd")
+    src = make_msd(tmp_path / "src", cases=2)
+    with h5py.File(src / "stray.h5", "w") as fh:        # alphabetical order would call this hdf5
+        fh["image"] = np.zeros((2, 4, 4), np.float32)
+    m = run_prep(src, tmp_path / "out.zarr", size=8, split="train=1")
+    assert m["layout"] == "msd" and DETECTION_ORDER.index("msd") < DETECTION_ORDER.index("hdf5")

@@ -1,7 +1,14 @@
 """Acquisition: the registry of selection methods, the k-center greedy kernel, uncertainty scores.
 
-Importing the package registers every method (``methods`` and ``learned``), so iterating
-``METHODS`` always sees all of them.
+``alseg_cli.acquisition.METHODS`` is the registry with every method registered (``methods``
+and ``learned``); it loads on first use, so that importing ``acquisition.options`` (the CLI's
+help text) stays cheap.
 """
-from . import learned, methods  # noqa: F401
-from .methods import METHODS  # noqa: F401
+
+
+def __getattr__(name):
+    if name == "METHODS":
+        from . import learned  # noqa: F401  (registers coregcn, typiclust, vaal)
+        from .methods import METHODS
+        return METHODS
+    raise AttributeError(f"module 'alseg_cli.acquisition' has no attribute {name!r}")

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import AlsegError
 from .kcenter import kcenter_greedy
 from .methods import MethodSpec, SelectionContext, method, top_k
+from .options import DEFAULTS
 
 
 # ---- CoreGCN (Caramalau et al. 2021) -------------------------------------------------
@@ -41,7 +42,7 @@ def select_coregcn(ctx: SelectionContext) -> List[int]:
 
     vectors = ctx.need_vectors("coregcn")
     o = ctx.options
-    max_nodes = int(o.get("gcn_max_nodes", 2048))
+    max_nodes = o.gcn_max_nodes
     rng = np.random.default_rng(ctx.seed)
     pool = ctx.pool
     # the dense N x N adjacency is the method's; subsample the unlabelled pool when large
@@ -54,7 +55,7 @@ def select_coregcn(ctx: SelectionContext) -> List[int]:
     target = torch.zeros(nodes.size, 1)
     target[: ctx.labeled.size] = 1.0
     seed_everything(ctx.seed)
-    hidden = int(o.get("gcn_hidden", 128))
+    hidden = o.gcn_hidden
     w1 = torch.nn.Linear(x.shape[1], hidden)
     w2 = torch.nn.Linear(hidden, 1)
     drop = torch.nn.Dropout(0.3)
@@ -66,7 +67,7 @@ def select_coregcn(ctx: SelectionContext) -> List[int]:
         h = torch.relu(adj @ w1(x))
         return h, torch.sigmoid(adj @ w2(drop(h)))
 
-    for _ in range(int(o.get("gcn_epochs", 200))):
+    for _ in range(o.gcn_epochs):
         opt.zero_grad()
         _, out = forward(True)
         torch.nn.functional.binary_cross_entropy(out, target).backward()
@@ -81,8 +82,7 @@ def select_coregcn(ctx: SelectionContext) -> List[int]:
 # ---- TypiClust (Hacohen et al. 2022) -------------------------------------------------
 
 TYPICLUST_MIN_CLUSTER_SIZE = 5     # official MIN_CLUSTER_SIZE: clusters of <= 5 points are never chosen
-TYPICLUST_MAX_CLUSTERS = 500       # official MAX_NUM_CLUSTERS
-TYPICLUST_KNN = 20                 # official K_NN
+# K_NN (20) and MAX_NUM_CLUSTERS (500) are SelectOptions' typiclust_knn and max_clusters
 
 
 def kmeans(x, k: int, seed: int, n_init: int = 3):
@@ -133,7 +133,7 @@ def typiclust_order(labels: np.ndarray, n_labeled: int, n_clusters: int) -> np.n
     return np.concatenate([order[eligible], order[~eligible]]), int(eligible.sum())
 
 
-def typiclust_pick(x, labels: np.ndarray, n_labeled: int, k: int, knn: int = TYPICLUST_KNN,
+def typiclust_pick(x, labels: np.ndarray, n_labeled: int, k: int, knn: int = DEFAULTS.typiclust_knn,
                    squared: bool = False) -> List[int]:
     """TypiClust's selection on given clusters; returns positions into ``x`` (the first
     ``n_labeled`` rows are labelled and never picked).
@@ -180,12 +180,10 @@ def select_typiclust(ctx: SelectionContext) -> List[int]:
     vectors = ctx.need_vectors("typiclust")
     nodes = np.concatenate([ctx.labeled, ctx.pool])
     x = torch.from_numpy(np.asarray(vectors[nodes], dtype=np.float64))
-    n_clusters = min(ctx.labeled.size + ctx.k, int(ctx.options.get("max_clusters", TYPICLUST_MAX_CLUSTERS)),
-                     nodes.size)
+    n_clusters = min(ctx.labeled.size + ctx.k, ctx.options.max_clusters, nodes.size)
     labels = kmeans(x, n_clusters, ctx.seed)[0]
-    squared = ctx.options.get("typiclust_distance", "l2") == "sqeuclidean"
-    picks = typiclust_pick(x, labels, ctx.labeled.size, ctx.k,
-                           knn=int(ctx.options.get("typiclust_knn", TYPICLUST_KNN)), squared=squared)
+    picks = typiclust_pick(x, labels, ctx.labeled.size, ctx.k, knn=ctx.options.typiclust_knn,
+                           squared=ctx.options.typicality == "sqeuclidean")
     return [int(nodes[p]) for p in picks]
 
 
@@ -229,7 +227,7 @@ def select_vaal(ctx: SelectionContext) -> List[int]:
     opt_vae = torch.optim.Adam(vae_params, lr=5e-4)
     opt_d = torch.optim.Adam(disc.parameters(), lr=5e-4)
     g = torch_generator(ctx.seed)
-    batch, beta, adv = int(o.get("vaal_batch", 32)), 1.0, 1.0
+    batch, beta, adv = o.vaal_batch, 1.0, 1.0
 
     def encode(x):
         mu, logvar = heads(enc(x)).chunk(2, dim=1)
@@ -240,7 +238,7 @@ def select_vaal(ctx: SelectionContext) -> List[int]:
         kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
         return F.mse_loss(dec(z), x) + beta * kl
 
-    steps = int(o.get("vaal_epochs", 5)) * max(1, -(-unl_x.shape[0] // batch))
+    steps = o.vaal_epochs * max(1, -(-unl_x.shape[0] // batch))
     for _ in range(steps):
         lb = lab_x[torch.randint(lab_x.shape[0], (batch,), generator=g)]
         ub = unl_x[torch.randint(unl_x.shape[0], (batch,), generator=g)]

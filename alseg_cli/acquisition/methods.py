@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import AlsegError
 from ..registry import Registry
 from .kcenter import kcenter_greedy
+from .options import SelectOptions
 
 METHODS = Registry("acquisition method")
 
@@ -68,7 +69,7 @@ class SelectionContext:
     has_vector: Optional[np.ndarray] = None  # (len(store),) bool
     emb_attrs: Dict = field(default_factory=dict)
     models: Sequence[str] = ()
-    options: Dict = field(default_factory=dict)
+    options: SelectOptions = field(default_factory=SelectOptions)
 
     def need_vectors(self, method: str):
         if self.vectors is None:
@@ -94,7 +95,7 @@ def _kcenter_on(ctx: SelectionContext, vectors: np.ndarray) -> List[int]:
     rows = np.concatenate([ctx.labeled, ctx.pool])
     lab_pos = np.arange(ctx.labeled.size)
     picks = kcenter_greedy(vectors[rows], ctx.k, labeled=lab_pos, seed=ctx.seed, device=ctx.device,
-                           chunk_size=ctx.options.get("chunk_size"))
+                           chunk_size=ctx.options.chunk_size)
     return [int(rows[p]) for p in picks]
 
 
@@ -128,10 +129,10 @@ def slice_scores(ctx: SelectionContext, score: str, mode: str, indices: np.ndarr
     out = np.full(indices.size, np.nan)
     pos = {int(i): j for j, i in enumerate(indices)}
     for batch_idx, probs in iter_predictions(list(ctx.models), ctx.store, indices, mode=mode,
-                                             samples=int(ctx.options.get("mc_samples", 40)),
+                                             samples=ctx.options.mc_samples,
                                              seed=ctx.seed, device=ctx.device,
-                                             batch_size=int(ctx.options.get("batch_size", 16))):
-        s = reduce_pixels(fn(probs), ctx.options.get("reduce", "mean")).detach().cpu().numpy()
+                                             batch_size=ctx.options.batch_size):
+        s = reduce_pixels(fn(probs), ctx.options.reduce).detach().cpu().numpy()
         for i, v in zip(np.asarray(batch_idx), s):
             out[pos[int(i)]] = float(v)
     if np.isnan(out).any():
@@ -178,9 +179,7 @@ _model_method("ensemble-entropy", "ensemble-entropy", "ensemble", True,
         "highest mean ensemble entropy.", MethodSpec("ensemble", cold_start=False))
 def select_stochastic_batches(ctx: SelectionContext) -> List[int]:
     _check_models(ctx, "stochastic-batches", True)
-    s = int(ctx.options.get("batch_slices", 10))
-    if s < 1:
-        raise AlsegError(f"--batch-slices {s}: must be at least 1")
+    s = ctx.options.batch_slices
     scores = slice_scores(ctx, "ensemble-entropy", "ensemble", ctx.pool)
     perm = np.random.default_rng(ctx.seed).permutation(ctx.pool.size)
     batches = [perm[i:i + s] for i in range(0, perm.size, s)]

@@ -19,6 +19,7 @@ from ..store import DatasetStore, EmbeddingsStore
 from . import learned  # noqa: F401  (registers coregcn, typiclust, vaal)
 from .budget import parse_budget
 from .methods import METHODS, SelectionContext, method_spec
+from .options import SelectOptions
 
 
 def list_methods() -> list:
@@ -65,16 +66,19 @@ def _load_embeddings(path, store: DatasetStore):
 
 def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
            embeddings=None, dataset=None, models: Sequence[str] = (), labeled=None, seed: int = 0,
-           out=None, mc_samples: int = 40, batch_slices: int = 10, reduce: str = "mean",
-           force: bool = False, device: str = "auto", split: str = "train",
-           options: Optional[Dict] = None, args: Optional[Dict] = None) -> Dict:
+           out=None, force: bool = False, device: str = "auto", split: str = "train",
+           options=None, args: Optional[Dict] = None, **option_values) -> Dict:
     """Choose the next slices to annotate; returns the selection manifest (also written to ``out``).
+
+    ``options``: a SelectOptions (or a dict of its fields), updated by keyword ``option_values``
+    (``mc_samples=10``, ...); defaults are SelectOptions'. ``budget``: a Budget or its text.
 
     ``labeled``: a previous selection manifest (path, JSON text or dict). ``dataset`` defaults to
     the embeddings store's ``dataset`` attribute, then the labelled manifest's ``dataset``.
     """
     fn = METHODS.get(method)                       # unknown method -> one-line error, first
     needs = method_spec(method).needs
+    params = SelectOptions.build(options, **option_values)      # bad options fail before any work
     if out is not None:
         check_writable(out, force)                 # fail before any work; nothing is written
     prev, lab_map = _load_labeled(labeled)
@@ -109,8 +113,6 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     elif needs == "embeddings":
         raise AlsegError(f"method {method!r} needs embeddings: pass --embeddings EMB.zarr or pipe "
                          f"'alseg embed DATA.zarr ... |' into select")
-    params = {"mc_samples": int(mc_samples), "batch_slices": int(batch_slices), "reduce": reduce,
-              **(options or {})}
     ctx = SelectionContext(store=store, pool=pool, labeled=lab_idx, k=k, seed=int(seed), device=device,
                            vectors=vectors, has_vector=has, emb_attrs=emb_attrs, models=list(models),
                            options=params)
@@ -137,7 +139,7 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     manifest = make_manifest(
         "selection", args or {"method": method, "budget": budget, "add": add, "seed": seed},
         inputs=inputs, outputs={"selection": out}, seed=int(seed), device=str(device),
-        method=method, params=params, dataset=str(store.path.resolve()),
+        method=method, params=params.as_dict(), dataset=str(store.path.resolve()),
         budget={"requested": budget if budget is not None else f"+{add}", "resolved": total,
                 "added": k, "pool": int(train.size)},
         round=new_round, labeled=labeled_out, selected=selected, seconds=round(seconds, 4))

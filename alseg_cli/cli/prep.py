@@ -20,8 +20,9 @@ def command(
                              "goes to OUT.zarr.manifest.json."),
     size: Optional[int] = typer.Option(None, "--size", help="In-plane working size in pixels "
                                        "(default 256; 64 for phantoms).", min=8),
-    split: Optional[str] = typer.Option(None, "--split", help="Seeded patient split fractions, "
+    split: Optional[str] = typer.Option(None, "--split-fractions", help="Seeded patient split fractions, "
                                         "e.g. train=0.7,val=0.1,test=0.2 (the default)."),
+    old_split: Optional[str] = typer.Option(None, "--split", hidden=True),
     split_file: Optional[Path] = typer.Option(None, "--split-file", help="Explicit split: JSON "
                                               "{patient: split} or CSV patient,split."),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient split."),
@@ -53,8 +54,10 @@ def command(
     from .. import api
     from ..errors import AlsegError
 
+    if old_split is not None:
+        raise AlsegError("prep --split is now --split-fractions (other commands' --split names one split)")
     if split and split_file:
-        raise AlsegError("give --split or --split-file, not both")
+        raise AlsegError("give --split-fractions or --split-file, not both")
     with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True,
                   # off when stderr is not a terminal: nothing to animate, and error output

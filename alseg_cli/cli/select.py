@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from ..api import SELECT_DEFAULTS
 from .common import emit, err_console, handle_errors, read_stdin_manifest, stdin_is_piped
 
 
@@ -25,14 +26,17 @@ def command(
                                           help="Previous selection manifest, or '-' to read it from stdin."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the selection manifest here too."),
-    mc_samples: int = typer.Option(40, "--mc-samples", help="MC-dropout passes (bald, mc-variance)."),
-    batch_slices: int = typer.Option(10, "--batch-slices", help="Slices per batch (stochastic-batches)."),
-    reduce: str = typer.Option("mean", "--reduce", help="Pixel-to-slice reduction: mean, max or sum."),
-    typicality: str = typer.Option("l2", "--typicality",
-                                   help="typiclust: 'l2' (the paper's mean L2 distance to the 20 nearest "
-                                        "neighbours) or 'sqeuclidean' (the official code's faiss distances). "
-                                        "Clusters of 5 points or fewer are only used once the larger ones "
-                                        "are exhausted."),
+    mc_samples: Optional[int] = typer.Option(None, "--mc-samples", help=f"MC-dropout passes (bald, "
+                                             f"mc-variance; default {SELECT_DEFAULTS.mc_samples})."),
+    batch_slices: Optional[int] = typer.Option(None, "--batch-slices", help=f"Slices per batch "
+                                               f"(stochastic-batches; default {SELECT_DEFAULTS.batch_slices})."),
+    reduce: Optional[str] = typer.Option(None, "--reduce", help=f"Pixel-to-slice reduction: mean, max or sum "
+                                         f"(default {SELECT_DEFAULTS.reduce})."),
+    typicality: Optional[str] = typer.Option(None, "--typicality",
+                                             help="typiclust: 'l2' (the paper's mean L2 distance to the 20 "
+                                                  "nearest neighbours; the default) or 'sqeuclidean' (the "
+                                                  "official code's faiss distances). Clusters of 5 points or "
+                                                  "fewer are only used once the larger ones are exhausted."),
     list_: bool = typer.Option(False, "--list", help="List the methods with what they need, then exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -74,15 +78,11 @@ def command(
             "labeled": labeled if isinstance(labeled, str) else "<stdin>", "seed": seed,
             "out": None if out is None else str(out), "mc_samples": mc_samples,
             "batch_slices": batch_slices, "reduce": reduce, "device": device}
-    if typicality not in ("l2", "sqeuclidean"):
-        raise AlsegError(f"--typicality {typicality!r}: choose l2 or sqeuclidean")
-    options = {}
-    if method == "typiclust":
-        options["typiclust_distance"] = args["typicality"] = typicality
+    args["typicality"] = typicality
     manifest = select(method=method, budget=budget, add=add, embeddings=embeddings, dataset=dataset,
                       models=[str(m) for m in model or []], labeled=labeled, seed=seed, out=out,
-                      mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, force=force,
-                      device=device, options=options, args=args)
+                      mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, typicality=typicality,
+                      force=force, device=device, args=args)
     b = manifest["budget"]
     err_console.print(f"{method}: selected {b['added']} slices ({b['resolved']} of {b['pool']} labelled "
                       f"after this round) in {manifest['seconds']:.2f} s", highlight=False)

@@ -30,14 +30,14 @@ def parse_split(text: str) -> Dict[str, float]:
         except ValueError:
             frac = float("nan")
         if not sep or not name or not np.isfinite(frac) or frac < 0:
-            raise AlsegError(f"--split {text!r}: {part!r} is not NAME=FRACTION "
+            raise AlsegError(f"--split-fractions {text}: {part} is not NAME=FRACTION "
                              f"(e.g. {DEFAULT_SPLIT})")
         if name in fractions:
-            raise AlsegError(f"--split {text!r}: split {name!r} is given twice")
+            raise AlsegError(f"--split-fractions {text}: split {name} is given twice")
         fractions[name] = frac
     total = sum(fractions.values())
     if not fractions or abs(total - 1.0) > 1e-6:
-        raise AlsegError(f"--split {text!r}: fractions must sum to 1 (they sum to {total:g})")
+        raise AlsegError(f"--split-fractions {text}: fractions must sum to 1 (they sum to {total:g})")
     return fractions
 
 

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..acquisition.budget import Budget
 from ..errors import AlsegError
 
 # Presets fill what the user did not set. Iterations follow the reference protocol's
@@ -53,17 +54,31 @@ SCHEMA: Dict[str, tuple] = {
     "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),
     "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",),
 }
-# The library function each *_options table is passed to (its keywords are the valid keys,
-# less those the loop itself sets on that call).
+# What each *_options table may hold: the keywords of the function it is passed to, less
+# those the loop itself sets; select's are the fields of SelectOptions.
 _COMMON = {"dataset", "out", "seed", "device", "force", "progress", "resume", "args"}
 OPTION_TARGETS = {
     "train_options": ("alseg_cli.segmentation.train", "train_seg",
                       _COMMON | {"labels", "model", "supervision", "iterations", "ensemble", "base_channels",
                                  "batch_size"}),
-    "select_options": ("alseg_cli.acquisition.select", "select",
-                       _COMMON | {"method", "budget", "add", "embeddings", "models", "labeled"}),
     "pretrain_options": ("alseg_cli.encoders.pretrain", "pretrain", _COMMON | {"epochs"}),
 }
+
+
+def _option_defaults(key: str) -> Dict[str, Any]:
+    """{option: default} a *_options table may set."""
+    if key == "select_options":
+        from dataclasses import fields
+
+        from ..acquisition.options import SelectOptions
+        return {f.name: f.default for f in fields(SelectOptions)}
+    import inspect
+    from importlib import import_module
+
+    module, name, loop_set = OPTION_TARGETS[key]
+    params = inspect.signature(getattr(import_module(module), name)).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in loop_set and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def _show(value) -> str:
@@ -116,26 +131,20 @@ def check_types(cfg: Dict[str, Any]) -> None:
             raise AlsegError(f"setting {key} = {_show(value)}: not a list")
         if bound and base in ("int", "number") and value < bound[0]:
             raise AlsegError(f"setting {key} = {_show(value)}: must be at least {bound[0]}")
-    for key, (module, name, loop_set) in OPTION_TARGETS.items():
-        _check_options(key, cfg.get(key) or {}, module, name, loop_set)
+    for key in ("train_options", "select_options", "pretrain_options"):
+        _check_options(key, cfg.get(key) or {})
 
 
-def _check_options(key: str, options: Dict[str, Any], module: str, name: str, loop_set) -> None:
-    """Keys must be keywords of the function they are passed to, with values of its defaults' types."""
+def _check_options(key: str, options: Dict[str, Any]) -> None:
+    """Keys must be options of what the table reaches, with values of their defaults' types."""
     if not options:
         return
-    import inspect
-    from importlib import import_module
-
-    params = inspect.signature(getattr(import_module(module), name)).parameters
+    defaults = _option_defaults(key)
     for opt, value in options.items():
-        p = params.get(opt)
-        if p is None or opt in loop_set or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            known = sorted(k for k, q in params.items() if k not in loop_set
-                           and q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY))
-            raise AlsegError(f"setting {key}.{opt}: not an option the loop can pass to {name} "
-                             f"(known: {', '.join(known)})")
-        default = p.default
+        if opt not in defaults:
+            raise AlsegError(f"setting {key}.{opt}: not an option the loop can pass on "
+                             f"(known: {', '.join(sorted(defaults))})")
+        default = defaults[opt]
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise AlsegError(f"setting {key}.{opt} = {_show(value)}: not true or false")
@@ -150,14 +159,16 @@ def _check_options(key: str, options: Dict[str, Any], module: str, name: str, lo
 FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads"}
 
 
-def parse_list(value, cast=float, name: str = "value") -> List:
-    """'2,3,4%' or [2, 3] -> [2.0, 3.0]."""
+def parse_list(value, cast=float, name: str = "value", percent: bool = False) -> List:
+    """'2,3,4' or [2, 3] -> [2.0, 3.0]; with ``percent``, '2%,3%' too."""
     if value is None:
         return []
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     out = []
     for item in items:
-        text = str(item).strip().rstrip("%")
+        text = str(item).strip()
+        if percent:
+            text = text.rstrip("%")
         if not text:
             continue
         try:
@@ -170,7 +181,7 @@ def parse_list(value, cast=float, name: str = "value") -> List:
 
 
 def parse_budgets(value) -> List[float]:
-    budgets = parse_list(value, float, "budgets")
+    budgets = parse_list(value, float, "budgets", percent=True)
     if not budgets:
         raise AlsegError("--budgets is empty; give cumulative percentages, e.g. 2,3,4,5,10")
     if any(b <= 0 or b > 100 for b in budgets):
@@ -180,9 +191,15 @@ def parse_budgets(value) -> List[float]:
     return budgets
 
 
-def round_name(pct: float) -> str:
-    """round2, round2.5, round10: the percentage itself, so directories read naturally."""
-    return f"round{pct:g}"
+def round_budgets(cfg: Dict[str, Any]) -> List[Budget]:
+    """The schedule as Budget values ('2%', '2.5%', ...), exact, parsed once."""
+    return [Budget.percent(p) for p in cfg["budgets"]]
+
+
+def round_name(budget) -> str:
+    """round2, round2.5, round10: the percentage itself (a Budget or a number), exactly."""
+    b = budget if isinstance(budget, Budget) else Budget.percent(budget)
+    return f"round{b.percent_text}"
 
 
 def iterations_for(cfg: Dict[str, Any], pct: float) -> int:
@@ -204,7 +221,10 @@ def load_config_file(path) -> Dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:    # Python 3.10: the same parser, as a package
+                import tomli as tomllib
             data = tomllib.loads(path.read_text())
         elif suffix in (".yaml", ".yml"):
             import yaml

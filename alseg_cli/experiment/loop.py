@@ -16,9 +16,10 @@ from typing import Any, Callable, Dict, Optional
 from ..atomic import write_json
 from ..errors import AlsegError
 from ..manifest import make_manifest
+from ..metrics.report import mean_dice
 from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
-from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_name
+from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_budgets, round_name
 from .steps import StepRunner
 
 DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
@@ -30,10 +31,11 @@ def round_seed(seed: int, round_index: int) -> int:
 
 
 def _mean_dice(result) -> Optional[float]:
-    from ..metrics.report import mean_dice
+    """The evaluation's mean Dice for the run's log, or None for a result without one (a fake
+    backend's); anything else wrong is a real error and propagates."""
     try:
         return mean_dice(result)
-    except Exception:
+    except (AlsegError, AttributeError, KeyError, TypeError):
         return None
 
 
@@ -102,14 +104,15 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
     elif source == "encoder":
         embeddings = str(layout.embeddings_path(run_dir, f"seed{seed}"))
     labeled, models, records = None, [], []
-    for r, pct in enumerate(cfg["budgets"]):
-        rd = layout.round_dir(run_dir, method, seed, pct)
+    for r, budget in enumerate(round_budgets(cfg)):
+        pct = float(budget.fraction * 100)
+        rd = layout.round_dir(run_dir, method, seed, budget)
         rseed = round_seed(seed, r)
         # First round: the method itself where it can choose from nothing, else random.
         use = method if (r > 0 or can_start_cold(method)) else "random"
         sel = rd / "selection.json"
         rec_sel = runner.run(rd, "select", lambda: backend.select(
-            method=use, budget=f"{pct:g}%", dataset=cfg["dataset"],
+            method=use, budget=budget, dataset=cfg["dataset"],
             embeddings=embeddings if use == method else None,
             models=models if (use == method and needs_model(method)) else [],
             labeled=str(labeled) if labeled else None, seed=rseed, out=sel, device=cfg["device"],
@@ -227,7 +230,7 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     manifest = make_manifest(
         "loop", args={k: v for k, v in cfg.items()}, inputs={"dataset": cfg["dataset"]},
         outputs={"run_dir": run_dir, "config": run_dir / "config.json"},
-        seed=cfg["seeds"][0], device=cfg["device"],
+        seed=None, seeds=cfg["seeds"], device=cfg["device"],
         budgets=cfg["budgets"], rounds=[round_name(p) for p in cfg["budgets"]], chains=summary,
         steps_run=sum(r["ran"] for r in results), steps_skipped=sum(r["skipped"] for r in results),
         seconds=round(time.perf_counter() - started, 2))

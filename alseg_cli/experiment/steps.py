@@ -28,8 +28,9 @@ def chain_dir(run_dir, method: str, seed: int) -> Path:
     return Path(run_dir) / method / f"seed{seed}"
 
 
-def round_dir(run_dir, method: str, seed: int, pct: float) -> Path:
-    return chain_dir(run_dir, method, seed) / round_name(pct)
+def round_dir(run_dir, method: str, seed: int, budget) -> Path:
+    """RUN_DIR/<method>/seed<k>/round<pct> (budget: a Budget or a percentage)."""
+    return chain_dir(run_dir, method, seed) / round_name(budget)
 
 
 def encoder_dir(run_dir, seed: int) -> Path:

@@ -308,6 +308,18 @@ def list_folders(images: Path, masks: Optional[Path], scribbles: Optional[Path],
     return out
 
 
+# Detection tries the layouts with the most telling structure first: a folder laid out as
+# ACDC or MSD stays so even when a stray .h5 or .csv file sits in it.
+DETECTION_ORDER = ("acdc", "msd", "davis", "hdf5", "table")
+
+
+def detection_order() -> Tuple[str, ...]:
+    missing = set(LAYOUTS.names()) - set(DETECTION_ORDER)
+    if missing:
+        raise AssertionError(f"layouts {sorted(missing)} have no place in DETECTION_ORDER")
+    return DETECTION_ORDER
+
+
 def list_source(source, opts) -> Tuple[str, Listing]:
     """Detect the layout of SOURCE (or use ``opts['images']``) and list its volumes."""
     if opts.get("images"):
@@ -322,7 +334,7 @@ def list_source(source, opts) -> Tuple[str, Listing]:
         raise AlsegError(f"{source}: source not found")
     if source.is_dir() and not any(p for p in source.iterdir() if not p.name.startswith(".")):
         raise AlsegError(f"{source}: source folder is empty (no volumes found)")
-    for name in LAYOUTS:
+    for name in detection_order():
         if LAYOUTS.info(name)["detect"](source, opts):
             return name, LAYOUTS.get(name)(source, opts)
     raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, DAVIS, *.h5, a CSV "
