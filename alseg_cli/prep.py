@@ -8,7 +8,7 @@ manifest ``<OUT>.manifest.json`` beside the store (atomic) and return it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from .errors import AlsegError
 from .io.layouts import Listing, VolumeSpec, list_source
 from .io.readers import header, read
 from .manifest import make_manifest
+from .progress import as_reporter
 from .store import write_dataset
 
 TIE = 1.1   # spacings / extents within 10% of each other count as equal
@@ -186,14 +187,13 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
              seed: int = 0, slice_axis: Optional[int] = None, normalize: bool = True,
              unannotated: Optional[int] = None, skip_bad: bool = False, force: bool = False,
              images=None, masks=None, scribbles=None, patient_regex: Optional[str] = None,
-             patients: int = 12, classes=None,
-             progress: Optional[Callable[[int, int], None]] = None) -> Dict:
+             patients: int = 12, classes=None, progress=None) -> Dict:
     """Prep SOURCE into the dataset store OUT; returns (and saves) the "dataset" manifest.
 
     Classes come from ``classes`` (``--classes``), else the layout (ACDC's four, MSD's
     dataset.json), else the mask values, which must then run 0..K-1 without gaps; a mask
     value outside a given class set is an error naming the file (skipped with ``skip_bad``).
-    ``progress(done, total)`` is called after each volume (the CLI draws a bar with it).
+    ``progress``: a Reporter (progress.py) told of each volume written (the CLI's bar).
     """
     out = Path(out)
     mpath = manifest_path(out)
@@ -273,15 +273,19 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
                 stats["scribbles"] |= vol.scribble is not None
                 stats["volumes"] += 1
                 yield vol
-            if progress:
-                progress(i + 1, total)
+            reporter.update("prep", i + 1, "volumes")
         # write_dataset spreads ``attrs`` into the store only after the last volume, so the
         # class count found while streaming (no second pass over the data) lands in the store
         if not allowed:
             check_class_values(stats["values"])
         attrs.update(_class_attrs(listing, stats["max_label"], unannotated, stats["scribbles"]))
 
-    meta = write_dataset(out, stream(), size, split_map, attrs, force=force)
+    reporter = as_reporter(progress)
+    reporter.start("prep", total)
+    try:
+        meta = write_dataset(out, stream(), size, split_map, attrs, force=force)
+    finally:
+        reporter.finish("prep")
     inputs = {"source": source} if source is not None else {
         k: v for k, v in (("images", images), ("masks", masks), ("scribbles", scribbles)) if v}
     return _finish(out, mpath, meta, args, seed, skipped, inputs, split_map)
@@ -301,6 +305,7 @@ def _class_attrs(listing: Listing, max_label: int, unannotated, has_scribbles: b
 
 
 def _prep_phantoms(out, mpath, size, split, split_file, seed, patients, force, progress, args):
+    reporter = as_reporter(progress)
     if patients < 1:
         raise AlsegError(f"--patients {patients}: need at least 1 patient")
     names = [f"phantom{p:03d}" for p in range(patients)]
@@ -311,11 +316,14 @@ def _prep_phantoms(out, mpath, size, split, split_file, seed, patients, force, p
 
     def tick(_vol):
         done[0] += 1
-        if progress:
-            progress(done[0], 2 * patients)
+        reporter.update("prep", done[0], "volumes")
 
-    meta = write_dataset(out, make_phantoms(patients, size, 8, seed), size, split_map, attrs,
-                         force=force, on_volume=tick)
+    reporter.start("prep", 2 * patients)
+    try:
+        meta = write_dataset(out, make_phantoms(patients, size, 8, seed), size, split_map, attrs,
+                             force=force, on_volume=tick)
+    finally:
+        reporter.finish("prep")
     return _finish(out, mpath, meta, {**args, "size": size, "patients": patients}, seed, [], {}, split_map)
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from ..atomic import dumps
 from ..errors import AlsegError
+from ..progress import LineReporter, Reporter
 
 err_console = Console(stderr=True)
 STATE = {"debug": False}
@@ -74,6 +75,58 @@ def read_stdin_manifest(required: bool = True) -> Optional[dict]:
         raise AlsegError("stdin is not a JSON manifest (pipe the stdout of an alseg command)") from None
 
 
-def progress_mode():
-    """A live bar on a terminal; plain log lines when stderr goes to a file or a pipe."""
-    return True if err_console.is_terminal else "log"
+class RichReporter(Reporter):
+    """Live Rich bars (one per task) and a redrawn status table on the terminal."""
+
+    live = True
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bars = Progress(TextColumn("[bold]{task.fields[name]}[/]"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[text]}"), TimeRemainingColumn(), console=err_console)
+        self.tasks = {}
+        self.table = None
+
+    def start(self, task, total, done=0):
+        if not self.tasks:
+            self.bars.start()
+        self.tasks[task] = self.bars.add_task("", total=total, completed=done, name=task, text="")
+
+    def update(self, task, done, text="", total=None):
+        if task in self.tasks:
+            self.bars.update(self.tasks[task], completed=done, text=text,
+                             **({"total": total} if total is not None else {}))
+
+    def finish(self, task):
+        if self.tasks.pop(task, None) is not None and not self.tasks:
+            self.bars.stop()              # finished bars stay on screen
+
+    def note(self, message):
+        err_console.print(message, highlight=False)
+
+    def status(self, title, columns, rows, caption):
+        """One live table (the loop's summary); the loop's steps draw no bars meanwhile."""
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", caption=caption)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        if self.table is None:
+            self.table = Live(table, console=err_console, refresh_per_second=1, transient=False)
+            self.table.start()
+        else:
+            self.table.update(table)
+
+    def close(self):
+        if self.table is not None:
+            self.table.stop()
+            self.table = None
+
+
+def progress_mode() -> Reporter:
+    """Live bars on a terminal; plain milestone lines when stderr goes to a file or a pipe."""
+    return RichReporter() if err_console.is_terminal else LineReporter()

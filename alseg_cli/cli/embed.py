@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit, err_console, handle_errors
+from .common import emit, err_console, handle_errors, progress_mode
 
 
 @handle_errors
@@ -48,7 +48,7 @@ def command(
     manifest = api.embed(dataset, out, encoder=encoder, from_file=from_file, ids_file=ids_file,
                          assume_order=assume_order, split=split, half=half, batch_size=batch_size,
                          workers=workers, device=device, pixels_size=pixels_size, size=size, flatten=flatten, force=force,
-                         progress=err_console.is_terminal)
+                         progress=progress_mode())
     err_console.print(f"embeddings {manifest['outputs']['embeddings']}: {manifest['num']} x {manifest['dim']} "
                       f"({manifest['encoder']['kind']})", highlight=False)
     emit(manifest)

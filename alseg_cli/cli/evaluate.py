@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import emit, err_console, handle_errors
+from .common import emit, err_console, handle_errors, progress_mode
 
 
 @handle_errors
@@ -36,7 +36,8 @@ def command(
     from ..api import evaluate
 
     manifest = evaluate(dataset, model, out, split=split, predictions=predictions, device=device,
-                        batch_size=batch_size, force=force, hd95=not no_hd95)
+                        batch_size=batch_size, force=force, hd95=not no_hd95,
+                        progress=progress_mode())
     table = Table(title=f"{manifest['split']}: {manifest['num_volumes']} volumes", show_lines=False)
     table.add_column("class")
     table.add_column("Dice", justify="right")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import emit, err_console, handle_errors
+from .common import emit, err_console, handle_errors, progress_mode
 
 
 @handle_errors
@@ -55,7 +55,8 @@ def command(
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
                    preset=preset, device=device, jobs=jobs, threads=threads)
-    manifest = run_loop(out, config=str(config) if config else None, progress=not no_progress, **options)
+    manifest = run_loop(out, config=str(config) if config else None,
+                        progress=False if no_progress else progress_mode(), **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "
                       f"{manifest['seconds']:.1f}s; next: alseg bootstrap {out}", highlight=False)
     emit(manifest)

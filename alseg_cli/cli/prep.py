@@ -5,10 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .common import emit, err_console, handle_errors
+from .common import emit, err_console, handle_errors, progress_mode
 
 
 @handle_errors
@@ -58,18 +57,13 @@ def command(
         raise AlsegError("prep --split is now --split-fractions (other commands' --split names one split)")
     if split and split_file:
         raise AlsegError("give --split-fractions or --split-file, not both")
-    with Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True,
-                  # off when stderr is not a terminal: nothing to animate, and error output
-                  # stays exactly one line
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("volumes", total=None)
-        manifest = api.prep(
-            source, out, size=size, split=split, split_file=split_file, seed=seed,
-            slice_axis=slice_axis, normalize=not no_normalize, unannotated=unannotated,
-            skip_bad=skip_bad, force=force, images=images, masks=masks, scribbles=scribbles,
-            patient_regex=patient_regex, patients=patients, classes=classes,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    # a bar on a terminal only: in a log, error output stays exactly one line
+    reporter = progress_mode() if err_console.is_terminal else None
+    manifest = api.prep(
+        source, out, size=size, split=split, split_file=split_file, seed=seed,
+        slice_axis=slice_axis, normalize=not no_normalize, unannotated=unannotated,
+        skip_bad=skip_bad, force=force, images=images, masks=masks, scribbles=scribbles,
+        patient_regex=patient_regex, patients=patients, classes=classes, progress=reporter)
     _summary(manifest)
     emit(manifest)
 

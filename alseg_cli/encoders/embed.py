@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from ..errors import AlsegError
 from ..manifest import make_manifest
+from ..progress import as_reporter
 from ..registry import Registry
 from ..store import DatasetStore, write_embeddings
 from .models import ARCHS, GCLEncoder, load_torchvision
@@ -129,24 +130,20 @@ def spec_kind(spec: str) -> str:
 
 @torch.no_grad()
 def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: int,
-                progress: bool = True, flatten: bool = False) -> np.ndarray:
+                progress=True, flatten: bool = False) -> np.ndarray:
     """Batched inference in eval mode; ``images_fn(start, stop)`` gives (B, C, H, W) float32.
 
     The model must return (B, D) (or a tuple whose first item is); ``flatten`` accepts any
     (B, ...) output and flattens it per slice.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     if isinstance(model, torch.nn.Module) and not isinstance(model, torch.fx.GraphModule):
         model.eval()
     model.to(dev)
     amp = dev.type == "cuda"
     chunks = []
-    bar = Progress(TextColumn("[bold]embed[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} slices"),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
-    with bar:
-        task = bar.add_task("", total=n)
+    reporter = as_reporter(progress)
+    reporter.start("embed", n)
+    try:
         for start in range(0, n, batch_size):
             x = torch.from_numpy(images_fn(start, min(n, start + batch_size))).to(dev)
             if size and x.shape[-1] != size:
@@ -161,14 +158,16 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
                 raise AlsegError(f"the encoder returned {shape} for a batch of {x.shape[0]} slices; it must "
                                  f"return (N, D) vectors (pass --flatten to flatten other shapes per slice)")
             chunks.append(y.float().reshape(y.shape[0], -1).cpu().numpy())
-            bar.update(task, advance=x.shape[0])
+            reporter.update("embed", start + x.shape[0], "slices")
+    finally:
+        reporter.finish("embed")
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
 def embed(dataset, out, encoder: Optional[str] = None, from_file=None, ids_file=None,
           assume_order: bool = False, split: Optional[str] = None, half: bool = False,
           batch_size: int = 64, workers: int = 0, device: str = "auto", pixels_size: int = 32,
-          size: Optional[int] = None, flatten: bool = False, force: bool = False, progress: bool = True) -> dict:
+          size: Optional[int] = None, flatten: bool = False, force: bool = False, progress=True) -> dict:
     """Embed the dataset's slices (all, or one split) and write an embeddings store."""
     if (encoder is None) == (from_file is None):
         raise AlsegError("pass exactly one of --encoder SPEC or --from FILE")

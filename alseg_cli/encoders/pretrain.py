@@ -25,7 +25,7 @@ from ..atomic import atomic_path, write_json
 from ..data.augment import augment
 from ..device import resolve_device, seed_everything, torch_generator
 from ..errors import AlsegError
-from ..logs import log_line
+from ..progress import as_reporter
 from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
 from .losses import GROUP_KINDS, default_weights, gcl_total_loss
@@ -148,7 +148,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
              split: Optional[str] = None, progress=True) -> dict:
     """Train the GCL encoder; returns the encoder manifest (also saved in ``out``).
 
-    progress: True for a live bar, "log" for one plain stderr line per epoch, False for none.
+    progress: a Reporter (the CLI's bar), True for one plain stderr line per epoch, False for none.
     """
     if preset is not None and preset not in PRESETS:
         raise AlsegError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}")
@@ -205,49 +205,45 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     images = images.to(dev)
     t_start, seen = time.perf_counter(), 0
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-    bar = Progress(TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"), BarColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} slices/s"),
-                   TimeRemainingColumn(), disable=progress is not True, transient=False,
-                   console=_stderr_console())
-    with bar:
-        for epoch in range(start, epochs):
-            batches = group_batches(pat, vol, z, groups, cfg["batch_size"], seed=cfg["seed"] * 1_000_003 + epoch)
-            gen = torch_generator(cfg["seed"] * 1_000_003 + epoch + 7919)
-            task = bar.add_task("", total=len(batches), epoch=f"{epoch + 1}/{epochs}", loss=0.0, rate=0.0)
-            model.train()
-            totals, parts_sum, n_batches = 0.0, {}, 0
-            for batch in batches:
-                x = images[torch.as_tensor(batch, device=dev)]
-                views = torch.cat([augment(x, gen), augment(x, gen)])
-                labels = {k: v.to(dev) for k, v in batch_labels(batch, tsize, pat, vol, pos, groups).items()}
-                with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
-                    zproj = model(views)
-                loss, parts = gcl_total_loss(zproj.float(), cfg["tau"], weights, groups=labels,
-                                             patients=torch.as_tensor(pat[batch], device=dev),
-                                             G=G, return_parts=True)
-                if not torch.isfinite(loss):   # stop before a NaN reaches the weights
-                    raise AlsegError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr or raise --tau")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                totals += float(loss.detach())
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0.0) + v
-                n_batches += 1
-                seen += len(batch)
-                rate = seen / max(1e-9, time.perf_counter() - t_start)
-                bar.update(task, advance=1, loss=totals / n_batches, rate=rate)
-            history.append({"epoch": epoch + 1, "loss": totals / n_batches,
-                            "parts": {k: v / n_batches for k, v in parts_sum.items()}})
-            if progress == "log":
-                log_line(f"pretrain epoch {epoch + 1}/{epochs} loss {totals / n_batches:.4f} "
-                         f"{seen / max(1e-9, time.perf_counter() - t_start):.1f} slices/s")
-            with atomic_path(out / "checkpoint.pt", force=True) as tmp:
-                torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scaler": scaler.state_dict(), "history": history, "config": config,
-                            "rng": torch.get_rng_state()}, tmp)
+    reporter = as_reporter(progress)
+    for epoch in range(start, epochs):
+        batches = group_batches(pat, vol, z, groups, cfg["batch_size"], seed=cfg["seed"] * 1_000_003 + epoch)
+        gen = torch_generator(cfg["seed"] * 1_000_003 + epoch + 7919)
+        task = f"pretrain epoch {epoch + 1}/{epochs}"
+        reporter.start(task, len(batches))
+        model.train()
+        totals, parts_sum, n_batches = 0.0, {}, 0
+        for batch in batches:
+            x = images[torch.as_tensor(batch, device=dev)]
+            views = torch.cat([augment(x, gen), augment(x, gen)])
+            labels = {k: v.to(dev) for k, v in batch_labels(batch, tsize, pat, vol, pos, groups).items()}
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+                zproj = model(views)
+            loss, parts = gcl_total_loss(zproj.float(), cfg["tau"], weights, groups=labels,
+                                         patients=torch.as_tensor(pat[batch], device=dev),
+                                         G=G, return_parts=True)
+            if not torch.isfinite(loss):   # stop before a NaN reaches the weights
+                raise AlsegError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr or raise --tau")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            totals += float(loss.detach())
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            n_batches += 1
+            seen += len(batch)
+            rate = seen / max(1e-9, time.perf_counter() - t_start)
+            reporter.update(task, n_batches, f"loss {totals / n_batches:.4f}  {rate:.1f} slices/s")
+        reporter.finish(task)
+        history.append({"epoch": epoch + 1, "loss": totals / n_batches,
+                        "parts": {k: v / n_batches for k, v in parts_sum.items()}})
+        reporter.note(f"pretrain epoch {epoch + 1}/{epochs} loss {totals / n_batches:.4f} "
+                      f"{seen / max(1e-9, time.perf_counter() - t_start):.1f} slices/s")
+        with atomic_path(out / "checkpoint.pt", force=True) as tmp:
+            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict(), "history": history, "config": config,
+                        "rng": torch.get_rng_state()}, tmp)
     elapsed = time.perf_counter() - t_start
     rate = seen / elapsed if seen else None
 
@@ -266,8 +262,3 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
         epochs_done=len(history), slices_per_s=rate, pool_slices=int(len(idx)))
     save_manifest(out / "manifest.json", manifest)
     return manifest
-
-
-def _stderr_console():
-    from rich.console import Console
-    return Console(stderr=True)

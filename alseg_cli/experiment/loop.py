@@ -17,6 +17,8 @@ from ..atomic import write_json
 from ..errors import AlsegError
 from ..manifest import make_manifest
 from ..metrics.report import mean_dice
+from ..progress import as_reporter
+from . import progress as loop_progress
 from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
 from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_budgets, round_name
@@ -176,9 +178,10 @@ def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
 
 
 def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step=None,
-             progress: bool = False, **options) -> Dict[str, Any]:
+             progress=False, **options) -> Dict[str, Any]:
     """Run or resume an experiment into RUN_DIR ``out``; return the loop manifest.
 
+    ``progress``: a Reporter for the summary (progress.py), True for plain lines, False for none.
     ``options`` are the settings of config.DEFAULTS (None = not given); ``config`` a TOML/
     YAML file. ``on_step`` (in-process runs only) is called before each step that runs.
     """
@@ -195,8 +198,7 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     chains = [(m, s) for m in cfg["methods"] for s in cfg["seeds"]]
     display = None
     if progress:
-        from .progress import LoopProgress
-        display = LoopProgress(cfg, run_dir, chains)
+        display = loop_progress.LoopProgress(cfg, run_dir, chains, reporter=as_reporter(progress))
         display.start()
     try:
         set_threads(cfg)

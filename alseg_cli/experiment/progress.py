@@ -1,9 +1,10 @@
-"""Live loop summary on stderr: rounds done, current Dice, elapsed, ETA per chain.
+"""Loop summary: rounds done, current Dice, elapsed, ETA per chain.
 
 It reads the done markers in the run directory rather than listening to workers, so the
-same display serves in-process runs, spawned processes, and (later) remote executors.
-On a terminal it is a Rich table redrawn every second; in a log (stderr a file or a pipe)
-a background thread polls the markers and prints one timestamped line per finished round.
+same summary serves in-process runs, spawned processes, and (later) remote executors.
+It reports through a Reporter (progress.py): a live one (the CLI on a terminal) gets the
+summary table redrawn every second; otherwise a background thread polls the markers and
+notes one line per finished round.
 """
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
-from ..logs import log_line
+from ..progress import LineReporter, Reporter
 from . import steps as layout
+
+COLUMNS = ("method", "seed", "rounds", "Dice")
 
 
 def _fmt(seconds: float) -> str:
@@ -40,15 +39,14 @@ def chain_status(cfg: Dict, run_dir: Path, method: str, seed: int) -> Dict:
 
 
 class LoopProgress:
-    def __init__(self, cfg: Dict, run_dir: Path, chains: List[Tuple[str, int]], poll_seconds: float = 15.0):
+    def __init__(self, cfg: Dict, run_dir: Path, chains: List[Tuple[str, int]], poll_seconds: float = 15.0,
+                 reporter: Reporter = None):
         self.cfg, self.run_dir, self.chains = cfg, Path(run_dir), chains
-        self.console = Console(stderr=True)
+        self.reporter = reporter if reporter is not None else LineReporter()
         self.started = time.perf_counter()
         self.total = 3 * len(cfg["budgets"]) * len(chains)
         self.initial = sum(chain_status(cfg, self.run_dir, m, s)["steps"] for m, s in chains)
-        self.live = (Live(console=self.console, refresh_per_second=1, get_renderable=self.render,
-                          transient=False) if self.console.is_terminal else None)
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = 1.0 if self.reporter.live else poll_seconds
         self._rounds: Dict[Tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._poller = None
@@ -62,30 +60,22 @@ class LoopProgress:
         eta = "?" if now <= 0 else _fmt(elapsed / now * (self.total - done))
         return rows, f"steps {done}/{self.total}  elapsed {_fmt(elapsed)}  ETA {eta}"
 
-    def render(self) -> Table:
+    def _dice(self, st) -> str:
+        return "-" if st["dice"] is None else f"{100 * st['dice']:.1f}"
+
+    def table(self) -> None:
         rows, caption = self.status()
-        table = Table(title="alseg loop", title_justify="left", caption=caption)
-        for col in ("method", "seed", "rounds", "Dice"):
-            table.add_column(col)
-        for method, seed, st in rows:
-            dice = "-" if st["dice"] is None else f"{100 * st['dice']:.1f}"
-            table.add_row(method, str(seed), f"{st['rounds']}/{len(self.cfg['budgets'])}", dice)
-        return table
+        self.reporter.status("alseg loop", COLUMNS, [(m, str(s), f"{st['rounds']}/{len(self.cfg['budgets'])}",
+                                                      self._dice(st)) for m, s, st in rows], caption)
 
     def note(self, message: str) -> None:
-        """A phase of the run (e.g. pretraining), shown above the table or as a log line."""
-        if self.live:
-            self.console.print(message, highlight=False)
-        else:
-            log_line(f"loop: {message}")
+        """A phase of the run (e.g. pretraining)."""
+        self.reporter.note(f"loop: {message}")
 
     def start(self):
-        if self.live:
-            self.live.start()
-            return
-        self.poll()  # remember what was done before this run, so only new rounds are printed
+        self.poll()  # remember what was done before this run, so only new rounds are noted
         n = len(self.chains)
-        log_line(f"loop: {n} chain{'s' * (n != 1)} (method x seed), {self.initial}/{self.total} steps already done")
+        self.note(f"{n} chain{'s' * (n != 1)} (method x seed), {self.initial}/{self.total} steps already done")
         self._poller = threading.Thread(target=self._poll_until_stopped, daemon=True)
         self._poller.start()
 
@@ -94,22 +84,27 @@ class LoopProgress:
             self.poll()
 
     def poll(self):
-        """Log one line per round finished since the last poll (logs only)."""
+        """Redraw the table (live reporters), or note each round finished since the last poll."""
+        if self.reporter.live:
+            self.table()
+            return
         rows, caption = self.status()
         first = not self._rounds
         for method, seed, st in rows:
             if not first and st["rounds"] > self._rounds.get((method, seed), 0):
-                dice = "-" if st["dice"] is None else f"{100 * st['dice']:.1f}"
-                log_line(f"loop: {method} seed {seed} round {st['rounds']}/{len(self.cfg['budgets'])} "
-                         f"Dice {dice}  ({caption})")
+                self.note(f"{method} seed {seed} round {st['rounds']}/{len(self.cfg['budgets'])} "
+                          f"Dice {self._dice(st)}  ({caption})")
             self._rounds[(method, seed)] = st["rounds"]
 
     def stop(self):
-        if self.live:
-            self.live.stop()
-            return
         self._stop.set()
         if self._poller is not None:
             self._poller.join()
         self.poll()
-        self.console.print(self.render())
+        if not self.reporter.live:          # the final summary, one line per chain
+            rows, caption = self.status()
+            for method, seed, st in rows:
+                self.reporter.note(f"loop: {method} seed {seed}: {st['rounds']}/{len(self.cfg['budgets'])} "
+                                   f"rounds, last Dice {self._dice(st)}")
+            self.reporter.note(f"loop: {caption}")
+        self.reporter.close()

@@ -30,6 +30,7 @@ from ..errors import AlsegError
 from ..manifest import make_manifest
 from ..metrics.dice import dice_per_class
 from ..metrics.hd95 import hd95_per_class
+from ..progress import as_reporter
 from ..store import DatasetStore
 from .labels import check_compatible
 from .predict import iter_predictions, read_model_dir
@@ -60,7 +61,7 @@ def _nanmean(values) -> Optional[float]:
 
 
 def evaluate(dataset, model, out=None, split: str = "test", predictions=None, device: str = "auto",
-             batch_size: int = 16, force: bool = False, hd95: bool = True, progress: bool = True) -> Dict:
+             batch_size: int = 16, force: bool = False, hd95: bool = True, progress=True) -> Dict:
     store = DatasetStore(dataset)
     manifest_in, config = read_model_dir(model)
     check_compatible(config, store, model)
@@ -79,7 +80,8 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
 
     rows, slice_rows, preds = [], [], {}
     present = set()
-    bar = _bar(progress, len(names))
+    reporter = as_reporter(progress)
+    reporter.start("evaluate", len(names))
     try:
         for name in names:
             vi = info[name]
@@ -102,11 +104,9 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
                            for z, sid in enumerate(store.slice_ids[idx])]
             if predictions is not None:
                 preds[name] = pred
-            if bar:
-                bar.advance(0)
+            reporter.update("evaluate", len(rows), "volumes")
     finally:
-        if bar:
-            bar.stop()
+        reporter.finish("evaluate")
 
     dice = np.array([r["dice"] for r in rows])
     hd = np.array([r["hd95"] for r in rows], dtype=np.float64)
@@ -154,15 +154,3 @@ def _write_predictions(folder, preds: Dict[str, np.ndarray], info: Dict, force: 
             arr = to_source_orientation(pred, vi.get("slice_axis", 2))
             nib.save(nib.Nifti1Image(np.ascontiguousarray(arr, dtype=np.uint8), affine), str(tmp / f"{name}.nii.gz"))
     return Path(folder)
-
-
-def _bar(enabled, total):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True))
-    bar.start()
-    bar.add_task("evaluate", total=total)
-    return bar

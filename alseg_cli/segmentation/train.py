@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, check_writable, write_json
-from ..logs import log_line
+from ..progress import as_reporter
 from ..device import resolve_device, torch_generator
 from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
@@ -120,11 +120,12 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
     fill = int(store.unannotated) if supervision == "scribble" else 0
 
+    reporter = as_reporter(progress)
     members, t0 = [], time.time()
     for m in range(int(ensemble)):
         members.append(_train_member(work / f"member{m}", config, images, targets, val, fill, int(seed) + m,
                                      iterations, int(batch_size), float(lr), int(val_every), dev,
-                                     backbone_weights, progress, f"member {m + 1}/{ensemble}"))
+                                     backbone_weights, reporter, f"member {m + 1}/{ensemble}"))
     best = int(np.argmax([mb["best_val_dice"] for mb in members]))
     manifest = make_manifest(
         "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
@@ -143,7 +144,7 @@ def _is_file(labels) -> bool:
 
 
 def _train_member(mdir: Path, config, images, targets, val, fill, seed, iterations, batch_size, lr,
-                  val_every, dev, backbone_weights, progress, label) -> Dict:
+                  val_every, dev, backbone_weights, reporter, label) -> Dict:
     if (mdir / "done.json").exists():  # finished before an interruption
         return json.loads((mdir / "done.json").read_text())
     mdir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +167,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     dmpls = config["model"] == "dmpls"
     n = images.shape[0]
     losses = []
-    bar = _progress(progress is True)
-    task = bar.add_task(label, total=iterations, completed=it) if bar else None
+    reporter.start(label, iterations, it)
     start = time.time() - seconds
     try:
         while it < iterations:
@@ -203,17 +203,14 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
                                 "val_dice": vd}, mdir / "best.pt")
                 _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config)
-                if progress == "log":
-                    log_line(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
-                             f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
-            if bar:
-                rate = it / max(1e-9, time.time() - start)
-                vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
-                bar.update(task, completed=it, description=f"{label} loss {losses[-1] if losses else curve[-1]['loss']:.3f} "
-                                                           f"val {vd_txt} {rate:.1f} it/s")
+                reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
+                              f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
+            rate = it / max(1e-9, time.time() - start)
+            vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
+            reporter.update(label, it, f"loss {losses[-1] if losses else curve[-1]['loss']:.3f} "
+                                       f"val {vd_txt} {rate:.1f} it/s")
     finally:
-        if bar:
-            bar.stop()
+        reporter.finish(label)
     seconds = time.time() - start
     write_json(mdir / "curve.json", curve)
     write_curve_png(curve, mdir / "curve.png", title=f"{config['model']} seed {seed}")
@@ -232,15 +229,3 @@ def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, val_secon
                 "torch_rng": torch.get_rng_state(), "iteration": it, "curve": curve, "best_val_dice": best,
                 "best_iteration": best_it, "seconds": seconds, "val_seconds": val_seconds, "config": config}, tmp)
     os.replace(tmp, mdir / "last.pt")
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=False)
-    bar.start()
-    return bar
