@@ -39,6 +39,18 @@ def command(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="(method, seed) chains run in parallel processes."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads per process "
                                                                     "(default: cores / jobs)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (this machine: --jobs processes) "
+                                           "or ray (a local Ray instance, or the cluster of --ray-address). "
+                                           "With ray the run directory and dataset must be on a filesystem "
+                                           "every node sees."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join a running Ray cluster: auto, "
+                                              "HOST:PORT or ray://HOST:PORT (default: start one for this run)."),
+    cpus_per_task: Optional[float] = typer.Option(None, "--cpus-per-task", help="Ray: CPUs per task (its torch "
+                                                  "threads follow; default 1)."),
+    gpus_per_train: Optional[float] = typer.Option(None, "--gpus-per-train", help="Ray: GPUs per chain task "
+                                                   "(0.25 packs four small trainings on a GPU; default 0: CPU)."),
+    gpus_per_pretrain: Optional[float] = typer.Option(None, "--gpus-per-pretrain",
+                                                      help="Ray: GPUs per encoder pretraining (default 0: CPU)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -54,7 +66,9 @@ def command(
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
-                   preset=preset, device=device, jobs=jobs, threads=threads)
+                   preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
+                   ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,
+                   gpus_per_pretrain=gpus_per_pretrain)
     manifest = run_loop(out, config=str(config) if config else None,
                         progress=False if no_progress else progress_mode(), **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "

@@ -42,11 +42,14 @@ DEFAULTS: Dict[str, Any] = {
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
+    "executor": "local", "ray_address": None, "cpus_per_task": 1.0, "gpus_per_train": 0.0,
+    "gpus_per_pretrain": 0.0,
 }
 
 # Settings that may change between a run and its resume without changing any result.
 # (threads may change CPU float rounding, never selections of seeded non-model methods.)
-FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads"}
+FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads", "executor", "ray_address",
+             "cpus_per_task", "gpus_per_train", "gpus_per_pretrain"}
 
 
 def parse_list(value, cast=float, name: str = "value", percent: bool = False) -> List:
@@ -173,6 +176,8 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         if not Path(encoder_for(cfg["encoder"], seed)).exists():
             raise AlsegError(f"--encoder {encoder_for(cfg['encoder'], seed)}: no such encoder directory"
                              + (f" (seed {seed})" if "{seed}" in cfg["encoder"] else ""))
+    if cfg["executor"] not in ("local", "ray"):
+        raise AlsegError(f"--executor {cfg['executor']}: choose local or ray")
     if cfg["supervision"] not in ("full", "scribble"):
         raise AlsegError(f"--supervision {cfg['supervision']!r}: choose full or scribble")
     for key in ("models_per_round", "jobs", "base_channels", "batch_size"):

@@ -1,17 +1,16 @@
 """Whole active-learning experiments: rounds x methods x seeds, resumable, in parallel.
 
 One *chain* is one (method, seed): for each cumulative budget, select -> train -> evaluate,
-each step done-marked (steps.py) so a killed run resumes at the last complete step. Work
-that chains share runs first: pixel embeddings once, then per seed the GCL encoder and its
-embeddings (``--pretrain``), then the chains, ``jobs`` at a time in spawned processes.
+each step done-marked (steps.py) so a killed run resumes at the last complete step. The run
+is a task graph (executors.py): pixel embeddings once, per seed the GCL encoder and its
+embeddings (``--pretrain``), and the chains, each waiting only for the embeddings it uses;
+the local executor runs it ``jobs`` tasks at a time in spawned processes, Ray on a cluster.
 """
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..atomic import write_json
 from ..errors import AlsegError
@@ -21,6 +20,7 @@ from ..progress import as_reporter
 from . import progress as loop_progress
 from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
+from .executors import Task, run_local, run_ray
 from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_budgets, round_name
 from .steps import StepRunner
 
@@ -96,8 +96,7 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
               on_step: Optional[Callable] = None) -> Dict[str, Any]:
     """Run (or resume) every round of one (method, seed); return its per-round records."""
     run_dir = Path(run_dir)
-    set_threads(cfg)
-    backend = load_backend(backend)
+    backend = load_backend(backend)       # torch threads: set by whoever runs the task
     runner = StepRunner(on_step=on_step)
     source = embedding_source(method, cfg)
     embeddings = None
@@ -140,24 +139,38 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
             "ran": len(runner.ran), "skipped": len(runner.skipped)}
 
 
-def _prepare_seed_task(cfg, run_dir, seed, backend):
-    set_threads(cfg)
-    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner())
+def shared_task(cfg, run_dir, backend, on_step=None):
+    prepare_shared(cfg, Path(run_dir), load_backend(backend), StepRunner(on_step=on_step))
+    return "pixels"
+
+
+def seed_task(cfg, run_dir, seed, backend, on_step=None):
+    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner(on_step=on_step))
     return seed
 
 
-def _executor(jobs: int):
-    # spawn: safe with torch threads and CUDA, and the same on every platform
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
+    """Pixel embeddings, each seed's encoder and embeddings, and every (method, seed) chain,
+    a chain waiting only for the embeddings it uses."""
+    ray = cfg["executor"] == "ray"
+    threads = max(1, int(cfg["cpus_per_task"])) if ray else cfg["threads"]
 
-
-def _run_tasks(jobs: int, fn, arg_list):
-    """Run fn(*args) for each args, in this process (jobs=1) or a spawned pool."""
-    if jobs <= 1 or len(arg_list) <= 1:
-        return [fn(*args) for args in arg_list]
-    with _executor(min(jobs, len(arg_list))) as pool:
-        futures = [pool.submit(fn, *args) for args in arg_list]
-        return [fut.result() for fut in as_completed(futures)]
+    def res(gpus):
+        return {"num_cpus": cfg["cpus_per_task"], "num_gpus": gpus}
+    tasks = []
+    if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
+        tasks.append(Task("pixels", "embed", shared_task, (cfg, str(run_dir), backend), (), threads, res(0)))
+    if uses_encoder(cfg):
+        for seed in cfg["seeds"]:
+            tasks.append(Task(f"seed{seed}", "pretrain", seed_task, (cfg, str(run_dir), seed, backend), (),
+                              threads, res(cfg["gpus_per_pretrain"])))
+    for method in cfg["methods"]:
+        source = embedding_source(method, cfg)
+        for seed in cfg["seeds"]:
+            deps = ("pixels",) if source == "pixels" else (f"seed{seed}",) if source == "encoder" else ()
+            tasks.append(Task(f"{method}/seed{seed}", "chain", run_chain, (cfg, str(run_dir), method, seed, backend),
+                              deps, threads, res(cfg["gpus_per_train"])))
+    return tasks
 
 
 def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
@@ -192,41 +205,39 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     start_run_dir(cfg, run_dir)
     started = time.perf_counter()
     jobs = cfg["jobs"]
-    if jobs > 1 and not isinstance(backend, str):
-        raise AlsegError("jobs > 1 needs a backend given as 'module:Class' so processes can import it")
+    if (jobs > 1 or cfg["executor"] == "ray") and not isinstance(backend, str):
+        raise AlsegError("jobs > 1 and --executor ray need a backend given as 'module:Class' so other "
+                         "processes can import it")
 
     chains = [(m, s) for m in cfg["methods"] for s in cfg["seeds"]]
     display = None
     if progress:
         display = loop_progress.LoopProgress(cfg, run_dir, chains, reporter=as_reporter(progress))
         display.start()
+    main_backend = load_backend(backend) if cfg["executor"] == "local" else backend
+    tasks = task_graph(cfg, run_dir, main_backend if jobs <= 1 else backend)
+    paths = (cfg["dataset"], str(run_dir / "config.json"))
+
+    def in_process(task: Task):
+        set_threads({"threads": task.threads})
+        try:
+            return task.fn(*task.args, on_step=on_step)
+        finally:
+            set_threads(cfg)
     try:
-        set_threads(cfg)
-        main_backend = load_backend(backend)
-        prepare_shared(cfg, run_dir, main_backend, StepRunner(on_step=on_step))
         pending = [s for s in cfg["seeds"] if not _seed_ready(cfg, run_dir, s)]
         if display and pending:
             what = (f"pretraining a GCL encoder ({cfg['pretrain_epochs']} epochs) and embedding"
                     if cfg.get("pretrain") and not cfg.get("encoder") else "embedding the pool")
-            display.note(f"{what} for seed {', '.join(map(str, pending))}; rounds start after")
-        if jobs <= 1:
-            for seed in cfg["seeds"]:
-                prepare_seed(cfg, run_dir, seed, main_backend, StepRunner(on_step=on_step))
+            display.note(f"{what} for seed {', '.join(map(str, pending))}; the chains that use it start after")
+        if cfg["executor"] == "ray":
+            results = run_ray(tasks, paths, cfg.get("ray_address"))
         else:
-            # fewer seeds than jobs: give each seed's pretraining the idle processes' threads
-            busy = min(jobs, len(cfg["seeds"]))
-            prep_cfg = {**cfg, "threads": cfg["threads"] * jobs // busy if cfg.get("threads") else None}
-            _run_tasks(jobs, _prepare_seed_task, [(prep_cfg, str(run_dir), s, backend) for s in cfg["seeds"]])
-            set_threads(cfg)
-        if jobs <= 1:
-            results = [run_chain(cfg, run_dir, m, s, main_backend, on_step) for m, s in chains]
-        else:
-            results = _run_tasks(jobs, run_chain, [(cfg, str(run_dir), m, s, backend) for m, s in chains])
+            results = run_local(tasks, jobs, paths, in_process)
     finally:
         if display:
             display.stop()
-    order = {c: i for i, c in enumerate(chains)}
-    results.sort(key=lambda r: order[(r["method"], r["seed"])])
+    results = [results[f"{m}/seed{s}"] for m, s in chains]
     summary = [{"method": r["method"], "seed": r["seed"],
                 "dice": [rec["evaluate"].get("mean_dice") for rec in r["rounds"]]} for r in results]
     manifest = make_manifest(
