@@ -9,13 +9,13 @@ TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-typiclust acdc-quick acdc-paper clean
 
-install: $(BIN)/alseg  ## create .venv and install alseg (editable) with test extras (~3 min)
+install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~4 min)
 
 $(BIN)/alseg: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/pip install -q $(TORCH_PKGS) || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,ray]"
 	touch $(BIN)/alseg
 
 test: install  ## the default test suite (~10 min on 2 cores)

@@ -146,3 +146,28 @@ def test_the_real_steps_on_phantoms_select_what_the_local_executor_selects(phant
     dist = run_loop(tmp_path / "ray", executor="ray", **opts)
     assert selections(tmp_path / "ray") == selections(tmp_path / "local")
     assert [c["dice"] for c in dist["chains"]] == [c["dice"] for c in local["chains"]]   # CPU: the same metrics
+
+
+@pytest.mark.slow
+def test_driver_killed_then_the_same_command_resumes(phantom_store, tmp_path):
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("alseg"))
+    args = ["loop", "--dataset", str(phantom_store), "--methods", "random,coreset", "--budgets", "10,20,30",
+            "--seeds", "0", "--iterations", "3", "--base-channels", "4", "--device", "cpu", "--no-progress"]
+    subprocess.run([exe, *args, "-o", str(tmp_path / "local")], check=True, capture_output=True)
+    run = tmp_path / "ray"
+    proc = subprocess.Popen([exe, *args, "-o", str(run), "--executor", "ray"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run / "coreset" / "seed0" / "round10" / ".done" / "evaluate.json"
+    for _ in range(900):
+        if marker.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    r = subprocess.run([exe, *args, "-o", str(run), "--executor", "ray"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert selections(run) == selections(tmp_path / "local")
+    assert json.loads(r.stdout)["steps_skipped"] >= 3
