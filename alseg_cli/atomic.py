@@ -162,6 +162,16 @@ def write_json(path: PathLike, obj, force: bool = True) -> Path:
     return Path(path)
 
 
+def replace_json(path: PathLike, obj) -> Path:
+    """Write JSON by temporary file + rename, without the output lock: for a file that several
+    writers may write at once with the same content (the last rename wins, nothing is torn)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def _json_default(obj):
     import numpy as np
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alseg_cli.errors import AlsegError
+from alseg_cli.experiment import steps as layout
 from alseg_cli.experiment.loop import run_loop
 from test_loop import FakeBackend, options, selections
 
@@ -81,6 +82,31 @@ def test_chains_without_an_encoder_run_during_pretraining_and_select_the_same(tm
     assert first_random["pid"] != enc["pid"]           # ... and ran beside it
 
 
+class MemberTimes(FakeBackend):
+    def train(self, **kw):
+        start = time.time()
+        time.sleep(1.0)
+        out = super().train(**kw)
+        if kw.get("member") is not None:
+            (Path(kw["out"]).parent / f".member{kw['member']}.json").write_text(
+                json.dumps({"pid": os.getpid(), "start": start, "end": time.time()}))
+        return out
+
+
+def test_ensemble_members_train_in_parallel_and_coreset_selects_ahead(tmp_path, dataset):
+    run = tmp_path / "ray"
+    m = run_loop(run, backend=f"{__name__}:MemberTimes", executor="ray", models_per_round=2,
+                 **options(dataset, methods="coreset", seeds="0", budgets="2,5"))
+    rd = run / "coreset" / "seed0" / "round2"
+    a, b = (json.loads((rd / f".member{k}.json").read_text()) for k in (0, 1))
+    assert a["pid"] != b["pid"] and a["start"] < b["end"] and b["start"] < a["end"]   # overlapped
+    assert m["steps_run"] == 6
+    local = tmp_path / "local"
+    run_loop(local, backend=FakeBackend(), models_per_round=2, **options(dataset, methods="coreset", seeds="0",
+                                                                          budgets="2,5"))
+    assert selections(run) == selections(local)
+
+
 class DiesOnceBackend(FakeBackend):
     """The first attempt of coreset's second training announces its pid and hangs until killed."""
 
@@ -125,10 +151,10 @@ def test_a_failing_step_stops_the_run_with_its_line_and_keeps_finished_work(tmp_
     with pytest.raises(AlsegError, match=r"^slices\.zarr: array 'images' lacks chunk file c/1/0/0/0$"):
         run_loop(run, backend=f"{__name__}:BadDataBackend", executor="ray",
                  **options(dataset, methods="random", seeds="0"))
-    assert (run / "random" / "seed0" / "round2" / "eval.json").exists()
-    # the driver gone, the same command with the local executor resumes from the markers
+    assert layout.is_done(run / "random" / "seed0" / "round2", "select")     # finished steps stay
+    # the same command (here with the local executor) resumes from the markers
     m = run_loop(run, backend=FakeBackend(), **options(dataset, methods="random", seeds="0"))
-    assert m["steps_skipped"] == 3 and m["steps_run"] == 6
+    assert m["steps_skipped"] >= 1 and m["steps_run"] + m["steps_skipped"] == 9
 
 
 def test_a_worker_that_cannot_see_the_run_dir_is_one_line(tmp_path):
@@ -140,8 +166,9 @@ def test_a_worker_that_cannot_see_the_run_dir_is_one_line(tmp_path):
 
 
 def test_the_real_steps_on_phantoms_select_what_the_local_executor_selects(phantom_store, tmp_path):
+    # two models per round: on Ray the members train as tasks of their own, side by side
     opts = dict(dataset=str(phantom_store), methods="random,coreset", budgets="10,20", seeds="0",
-                iterations=3, base_channels=4, device="cpu")
+                iterations=3, base_channels=4, device="cpu", models_per_round=2)
     local = run_loop(tmp_path / "local", **opts)
     dist = run_loop(tmp_path / "ray", executor="ray", **opts)
     assert selections(tmp_path / "ray") == selections(tmp_path / "local")

@@ -47,10 +47,14 @@ def command(
                                               "HOST:PORT or ray://HOST:PORT (default: start one for this run)."),
     cpus_per_task: Optional[float] = typer.Option(None, "--cpus-per-task", help="Ray: CPUs per task (its torch "
                                                   "threads follow; default 1)."),
-    gpus_per_train: Optional[float] = typer.Option(None, "--gpus-per-train", help="Ray: GPUs per chain task "
+    gpus_per_train: Optional[float] = typer.Option(None, "--gpus-per-train", help="Ray: GPUs per training "
                                                    "(0.25 packs four small trainings on a GPU; default 0: CPU)."),
     gpus_per_pretrain: Optional[float] = typer.Option(None, "--gpus-per-pretrain",
                                                       help="Ray: GPUs per encoder pretraining (default 0: CPU)."),
+    gpus_per_select: Optional[float] = typer.Option(None, "--gpus-per-select",
+                                                    help="Ray: GPUs per selection (model-based methods; default 0)."),
+    gpus_per_evaluate: Optional[float] = typer.Option(None, "--gpus-per-evaluate",
+                                                      help="Ray: GPUs per evaluation (default 0: CPU)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -68,7 +72,8 @@ def command(
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
                    preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
                    ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,
-                   gpus_per_pretrain=gpus_per_pretrain)
+                   gpus_per_pretrain=gpus_per_pretrain, gpus_per_select=gpus_per_select,
+                   gpus_per_evaluate=gpus_per_evaluate)
     manifest = run_loop(out, config=str(config) if config else None,
                         progress=False if no_progress else progress_mode(), **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "

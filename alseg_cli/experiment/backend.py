@@ -64,11 +64,15 @@ class LibraryBackend:
             opts["labeled"] = labeled
         return select(**opts)
 
-    def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **options):
+    def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, member=None,
+              assemble=False, **options):
+        """The round's model; ``member=k``: only ensemble member k, trained beside the others
+        (continuing its own partial state); ``assemble``: the members trained so, put together."""
         model = "dmpls" if supervision == "scribble" else "unet"
+        apart = member is not None or assemble
         return train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
-                         ensemble=ensemble, seed=seed, device=device, force=True, progress=self.progress,
-                         **options)
+                         ensemble=ensemble, seed=seed, device=device, force=not apart, resume=apart,
+                         only_members=None if member is None else [member], progress=self.progress, **options)
 
     def evaluate(self, *, dataset, model, out, split, device):
         return evaluate(dataset, model, out, split=split, device=device, force=True, progress=self.progress)

@@ -43,13 +43,13 @@ DEFAULTS: Dict[str, Any] = {
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
     "executor": "local", "ray_address": None, "cpus_per_task": 1.0, "gpus_per_train": 0.0,
-    "gpus_per_pretrain": 0.0,
+    "gpus_per_pretrain": 0.0, "gpus_per_select": 0.0, "gpus_per_evaluate": 0.0,
 }
 
 # Settings that may change between a run and its resume without changing any result.
 # (threads may change CPU float rounding, never selections of seeded non-model methods.)
 FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads", "executor", "ray_address",
-             "cpus_per_task", "gpus_per_train", "gpus_per_pretrain"}
+             "cpus_per_task", "gpus_per_train", "gpus_per_pretrain", "gpus_per_select", "gpus_per_evaluate"}
 
 
 def parse_list(value, cast=float, name: str = "value", percent: bool = False) -> List:

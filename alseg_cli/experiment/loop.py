@@ -92,51 +92,96 @@ def set_threads(cfg: Dict[str, Any]) -> None:
         torch.set_num_threads(int(cfg["threads"]))
 
 
+ROUND_STEPS = ("select", "train", "evaluate")
+
+
+def _embeddings(cfg: Dict[str, Any], run_dir: Path, method: str, seed: int) -> Optional[str]:
+    source = embedding_source(method, cfg)
+    if source == "pixels":
+        return str(layout.embeddings_path(run_dir, "pixels"))
+    if source == "encoder":
+        return str(layout.embeddings_path(run_dir, f"seed{seed}"))
+    return None
+
+
+def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, step: str, backend,
+               runner: StepRunner, member: Optional[int] = None) -> Dict[str, Any]:
+    """One step of round ``r`` of a chain, done-marked; what it needs from earlier steps is
+    read from their files (round r-1's selection and model), so steps can run anywhere.
+    ``member`` (train only): train that ensemble member alone, unmarked; the marked train
+    step then assembles the members already trained."""
+    run_dir = Path(run_dir)
+    budget = round_budgets(cfg)[r]
+    rd = layout.round_dir(run_dir, method, seed, budget)
+    prev = layout.round_dir(run_dir, method, seed, round_budgets(cfg)[r - 1]) if r else None
+    rseed = round_seed(seed, r)
+    sel, model_dir = rd / "selection.json", rd / "model"
+    # First round: the method itself where it can choose from nothing, else random.
+    use = method if (r > 0 or can_start_cold(method)) else "random"
+    if step == "select":
+        return runner.run(rd, "select", lambda: backend.select(
+            method=use, budget=budget, dataset=cfg["dataset"],
+            embeddings=_embeddings(cfg, run_dir, method, seed) if use == method else None,
+            models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
+            labeled=str(prev / "selection.json") if prev else None, seed=rseed, out=sel, device=cfg["device"],
+            **(cfg.get("select_options") or {})),
+            summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
+                                 "labeled": len((m or {}).get("labeled", {}))})
+    if step == "train":
+        def train(**extra):
+            return backend.train(
+                dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
+                iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=cfg["models_per_round"],
+                seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
+                batch_size=cfg["batch_size"], **(cfg.get("train_options") or {}), **extra)
+        if member is not None:
+            if layout.is_done(rd, "train"):
+                return {"step": "train", "member": member, "skipped": True}
+            return {"step": "train", "member": member, **(train(member=member) or {})}
+        parallel = {"assemble": True} if cfg["models_per_round"] > 1 and cfg["executor"] == "ray" else {}
+        return runner.run(rd, "train", lambda: train(**parallel),
+                          summarize=lambda m: {"best_member": (m or {}).get("best_member")})
+    return runner.run(rd, "evaluate", lambda: backend.evaluate(
+        dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
+        split=cfg["eval_split"], device=cfg["device"]),
+        summarize=lambda m: {"mean_dice": _mean_dice(m)})
+
+
+def chain_records(cfg: Dict[str, Any], run_dir, method: str, seed: int) -> List[Dict[str, Any]]:
+    """The finished rounds of a chain, read back from their done-markers."""
+    records = []
+    for r, budget in enumerate(round_budgets(cfg)):
+        rd = layout.round_dir(run_dir, method, seed, budget)
+        recs = {step: layout.read_marker(rd, step) for step in ROUND_STEPS}
+        if any(v is None for v in recs.values()):
+            break
+        records.append({"round": r, "budget": float(budget.fraction * 100), "dir": str(rd), **recs})
+    return records
+
+
 def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFAULT_BACKEND,
               on_step: Optional[Callable] = None) -> Dict[str, Any]:
     """Run (or resume) every round of one (method, seed); return its per-round records."""
     run_dir = Path(run_dir)
     backend = load_backend(backend)       # torch threads: set by whoever runs the task
     runner = StepRunner(on_step=on_step)
-    source = embedding_source(method, cfg)
-    embeddings = None
-    if source == "pixels":
-        embeddings = str(layout.embeddings_path(run_dir, "pixels"))
-    elif source == "encoder":
-        embeddings = str(layout.embeddings_path(run_dir, f"seed{seed}"))
-    labeled, models, records = None, [], []
-    for r, budget in enumerate(round_budgets(cfg)):
-        pct = float(budget.fraction * 100)
-        rd = layout.round_dir(run_dir, method, seed, budget)
-        rseed = round_seed(seed, r)
-        # First round: the method itself where it can choose from nothing, else random.
-        use = method if (r > 0 or can_start_cold(method)) else "random"
-        sel = rd / "selection.json"
-        rec_sel = runner.run(rd, "select", lambda: backend.select(
-            method=use, budget=budget, dataset=cfg["dataset"],
-            embeddings=embeddings if use == method else None,
-            models=models if (use == method and needs_model(method)) else [],
-            labeled=str(labeled) if labeled else None, seed=rseed, out=sel, device=cfg["device"],
-            **(cfg.get("select_options") or {})),
-            summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
-                                 "labeled": len((m or {}).get("labeled", {}))})
-        model_dir = rd / "model"
-        rec_train = runner.run(rd, "train", lambda: backend.train(
-            dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
-            iterations=iterations_for(cfg, pct), ensemble=cfg["models_per_round"], seed=rseed,
-            device=cfg["device"], base_channels=cfg["base_channels"], batch_size=cfg["batch_size"],
-            **(cfg.get("train_options") or {})),
-            summarize=lambda m: {"best_member": (m or {}).get("best_member")})
-        rec_eval = runner.run(rd, "evaluate", lambda: backend.evaluate(
-            dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
-            split=cfg["eval_split"], device=cfg["device"]),
-            summarize=lambda m: {"mean_dice": _mean_dice(m)})
-        records.append({"round": r, "budget": pct, "dir": str(rd), "select": rec_sel,
-                        "train": rec_train, "evaluate": rec_eval})
-        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json", records, force=True)
-        labeled, models = sel, [str(model_dir)]
-    return {"method": method, "seed": seed, "rounds": records,
+    for r in range(len(cfg["budgets"])):
+        for step in ROUND_STEPS:
+            round_step(cfg, run_dir, method, seed, r, step, backend, runner)
+        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
+                   chain_records(cfg, run_dir, method, seed), force=True)
+    return {"method": method, "seed": seed, "rounds": chain_records(cfg, run_dir, method, seed),
             "ran": len(runner.ran), "skipped": len(runner.skipped)}
+
+
+def step_task(cfg, run_dir, method, seed, r, step, backend, member=None, on_step=None):
+    """One round step as a task of its own (the Ray executor's unit); returns what ran."""
+    runner = StepRunner(on_step=on_step)
+    round_step(cfg, run_dir, method, seed, r, step, load_backend(backend), runner, member)
+    if step == "evaluate":
+        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
+                   chain_records(cfg, run_dir, method, seed), force=True)
+    return {"ran": len(runner.ran), "skipped": len(runner.skipped)}
 
 
 def shared_task(cfg, run_dir, backend, on_step=None):
@@ -150,27 +195,67 @@ def seed_task(cfg, run_dir, seed, backend, on_step=None):
 
 
 def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
-    """Pixel embeddings, each seed's encoder and embeddings, and every (method, seed) chain,
-    a chain waiting only for the embeddings it uses."""
+    """Pixel embeddings, each seed's encoder and embeddings, and the chains, each waiting only
+    for the embeddings it uses. Locally a chain is one task; on Ray every round step is one
+    (a select waits for its chain's previous round only; ensemble members train in parallel),
+    each with the resources of its kind."""
     ray = cfg["executor"] == "ray"
     threads = max(1, int(cfg["cpus_per_task"])) if ray else cfg["threads"]
+    run_dir = str(run_dir)
 
-    def res(gpus):
-        return {"num_cpus": cfg["cpus_per_task"], "num_gpus": gpus}
+    def task(key, kind, fn, args, deps=()):
+        gpus = cfg.get(f"gpus_per_{kind}", 0.0) if kind in ("pretrain", "select", "train", "evaluate") else 0.0
+        return Task(key, kind, fn, args, tuple(deps), threads, {"num_cpus": cfg["cpus_per_task"], "num_gpus": gpus})
     tasks = []
     if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
-        tasks.append(Task("pixels", "embed", shared_task, (cfg, str(run_dir), backend), (), threads, res(0)))
+        tasks.append(task("pixels", "embed", shared_task, (cfg, run_dir, backend)))
     if uses_encoder(cfg):
         for seed in cfg["seeds"]:
-            tasks.append(Task(f"seed{seed}", "pretrain", seed_task, (cfg, str(run_dir), seed, backend), (),
-                              threads, res(cfg["gpus_per_pretrain"])))
+            tasks.append(task(f"seed{seed}", "pretrain", seed_task, (cfg, run_dir, seed, backend)))
     for method in cfg["methods"]:
         source = embedding_source(method, cfg)
         for seed in cfg["seeds"]:
-            deps = ("pixels",) if source == "pixels" else (f"seed{seed}",) if source == "encoder" else ()
-            tasks.append(Task(f"{method}/seed{seed}", "chain", run_chain, (cfg, str(run_dir), method, seed, backend),
-                              deps, threads, res(cfg["gpus_per_train"])))
+            emb = ("pixels",) if source == "pixels" else (f"seed{seed}",) if source == "encoder" else ()
+            chain = f"{method}/seed{seed}"
+            if not ray:
+                tasks.append(task(chain, "chain", run_chain, (cfg, run_dir, method, seed, backend), emb))
+                continue
+            for r in range(len(cfg["budgets"])):
+                key = f"{chain}/{r}"
+                uses_emb = r > 0 or can_start_cold(method)
+                # the previous round's selection; its model too for methods that score with one
+                prev = ((f"{chain}/{r - 1}/select",) + ((f"{chain}/{r - 1}/train",) if needs_model(method) else ())
+                        if r else ())
+                deps = (emb if uses_emb else ()) + prev
+                tasks.append(task(f"{key}/select", "select", step_task,
+                                  (cfg, run_dir, method, seed, r, "select", backend), deps))
+                members = []
+                if cfg["models_per_round"] > 1:
+                    for k in range(cfg["models_per_round"]):
+                        members.append(f"{key}/member{k}")
+                        tasks.append(task(members[-1], "train", step_task,
+                                          (cfg, run_dir, method, seed, r, "train", backend, k), [f"{key}/select"]))
+                tasks.append(task(f"{key}/train", "train", step_task,
+                                  (cfg, run_dir, method, seed, r, "train", backend), [f"{key}/select", *members]))
+                tasks.append(task(f"{key}/evaluate", "evaluate", step_task,
+                                  (cfg, run_dir, method, seed, r, "evaluate", backend), [f"{key}/train"]))
     return tasks
+
+
+def chain_results(cfg: Dict[str, Any], run_dir: Path, results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per chain: its round records and how many steps ran or were found done, whether the
+    chain ran as one task (local) or as one task per step (Ray)."""
+    out = []
+    for method in cfg["methods"]:
+        for seed in cfg["seeds"]:
+            chain = f"{method}/seed{seed}"
+            if chain in results:
+                out.append(results[chain])
+                continue
+            steps = [v for k, v in results.items() if k.startswith(chain + "/") and "/member" not in k]
+            out.append({"method": method, "seed": seed, "rounds": chain_records(cfg, run_dir, method, seed),
+                        "ran": sum(v["ran"] for v in steps), "skipped": sum(v["skipped"] for v in steps)})
+    return out
 
 
 def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
@@ -237,7 +322,7 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     finally:
         if display:
             display.stop()
-    results = [results[f"{m}/seed{s}"] for m, s in chains]
+    results = chain_results(cfg, run_dir, results)
     summary = [{"method": r["method"], "seed": r["seed"],
                 "dice": [rec["evaluate"].get("mean_dice") for rec in r["rounds"]]} for r in results]
     manifest = make_manifest(

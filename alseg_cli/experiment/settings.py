@@ -23,7 +23,8 @@ SCHEMA: Dict[str, tuple] = {
     "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),
     "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",),
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
-    "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0),
+    "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
+    "gpus_per_evaluate": ("number", 0),
 }
 # What each *_options table may hold: the keywords of the function it is passed to, less
 # those the loop itself sets; select's are the fields of SelectOptions.

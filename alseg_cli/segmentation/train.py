@@ -20,7 +20,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..atomic import atomic_path, check_writable, write_json
+from ..atomic import atomic_path, check_writable, replace_json, write_json
 from ..progress import as_reporter
 from ..device import resolve_device, torch_generator
 from ..errors import AlsegError
@@ -44,7 +44,11 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
               resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
               backbone_weights=None, train_split: str = "train", val_split: str = "val",
-              allow_other_dataset: bool = False, progress=True) -> Dict:
+              allow_other_dataset: bool = False, only_members=None, progress=True) -> Dict:
+    """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
+    validation is the model's. ``only_members``: train just those members into the partial
+    state (for members trained in parallel) and return their records; a later call with
+    ``resume`` finds them done and assembles the model."""
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -112,7 +116,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         if old.get("model") != model:
             raise AlsegError(f"--resume: {work} was a {old.get('model')} run, not {model}")
     work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "config.json", config)
+    replace_json(work / "config.json", config)        # members trained in parallel write it alike
 
     # ---- data in memory: the labelled slices are few, the store may be large --------------
     images = torch.from_numpy(store.images(lab_idx))
@@ -123,9 +127,13 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     reporter = as_reporter(progress)
     members, t0 = [], time.time()
     for m in range(int(ensemble)):
+        if only_members is not None and m not in only_members:
+            continue
         members.append(_train_member(work / f"member{m}", config, images, targets, val, fill, int(seed) + m,
                                      iterations, int(batch_size), float(lr), int(val_every), dev,
                                      backbone_weights, reporter, f"member {m + 1}/{ensemble}"))
+    if only_members is not None:
+        return {"kind": "members", "members": members}
     best = int(np.argmax([mb["best_val_dice"] for mb in members]))
     manifest = make_manifest(
         "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
