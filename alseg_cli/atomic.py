@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Iterator, Union
@@ -59,6 +60,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_holder(lock: Path):
+    """(pid, host) written in a lock file; host '' for locks without one."""
+    try:
+        parts = lock.read_text().split()
+        return int(parts[0]), (parts[1] if len(parts) > 1 else "")
+    except (OSError, ValueError, IndexError):
+        return 0, ""
+
+
 @contextlib.contextmanager
 def _output_lock(final: Path) -> Iterator[None]:
     """Hold ``.NAME.lock`` beside ``final``; a live holder is an error, a dead one's lock is taken over."""
@@ -68,19 +78,18 @@ def _output_lock(final: Path) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             break
         except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if attempt == 0 and pid != os.getpid() and not (pid and _pid_alive(pid)):
-                lock.unlink(missing_ok=True)      # its writer was killed
+            pid, host = _lock_holder(lock)
+            here = host in ("", socket.gethostname())
+            if attempt == 0 and here and pid != os.getpid() and not (pid and _pid_alive(pid)):
+                lock.unlink(missing_ok=True)      # its writer (on this host) was killed
                 continue
-            raise AlsegError(f"{final} is being written by another alseg process (pid {pid}); "
+            where = f"pid {pid}" + ("" if here else f" on {host}")
+            raise AlsegError(f"{final} is being written by another alseg process ({where}); "
                              f"wait for it to finish, or remove {lock} if no such process runs") from None
         except OSError as exc:
             raise _os_error(final, exc) from None
     with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
+        fh.write(f"{os.getpid()} {socket.gethostname()}")
     try:
         yield
     finally:
