@@ -10,189 +10,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..atomic import write_json
 from ..errors import AlsegError
 from ..manifest import make_manifest
-from ..metrics.report import mean_dice
 from ..progress import as_reporter
 from . import progress as loop_progress
-from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
+from .chain import (DEFAULT_BACKEND, chain_records, run_chain, seed_task, set_threads, shared_task, step_task,
+                    uses_encoder, seed_ready)
+from .config import check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
-from .config import check_compatible, encoder_for, iterations_for, resolve_config, round_budgets, round_name
-from .steps import StepRunner
-
-DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
-
-
-def round_seed(seed: int, round_index: int) -> int:
-    """A distinct, reproducible seed per (chain seed, round) for selection and training."""
-    return seed * 1000 + round_index
-
-
-def _mean_dice(result) -> Optional[float]:
-    """The evaluation's mean Dice for the run's log, or None for a result without one (a fake
-    backend's); anything else wrong is a real error and propagates."""
-    try:
-        return mean_dice(result)
-    except (AlsegError, AttributeError, KeyError, TypeError):
-        return None
-
-
-def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunner) -> None:
-    """Pixel embeddings (once) when any method uses them."""
-    if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
-        out = layout.embeddings_path(run_dir, "pixels")
-        runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"]))
-
-
-def uses_encoder(cfg: Dict[str, Any]) -> bool:
-    """Does any method embed with the GCL / --encoder encoder (rather than pixels or nothing)?"""
-    return any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"])
-
-
-def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[str]:
-    if cfg.get("encoder"):
-        return encoder_for(cfg["encoder"], seed)
-    if cfg.get("pretrain"):
-        return str(layout.encoder_dir(run_dir, seed))
-    return None
-
-
-def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner: StepRunner) -> None:
-    """The GCL encoder of one seed (trained once, reused by every round) and its embeddings."""
-    if not uses_encoder(cfg):
-        return
-    encoder = encoder_for_seed(cfg, run_dir, seed)
-    if encoder is None:
-        raise AlsegError("methods " + ", ".join(m for m in cfg["methods"] if embedding_source(m, cfg) == "encoder")
-                         + " need an encoder: pass --pretrain (train one per seed) or --encoder DIR")
-    if cfg.get("pretrain") and not cfg.get("encoder"):
-        enc = Path(encoder)
-        runner.run(enc.parent, enc.name, lambda: backend.pretrain(
-            cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"],
-            **(cfg.get("pretrain_options") or {})))
-    out = layout.embeddings_path(run_dir, f"seed{seed}")
-    runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
-
-
-def _seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
-    """Is the seed's embedding store done (or not needed at all)?"""
-    if not uses_encoder(cfg):
-        return True
-    out = layout.embeddings_path(run_dir, f"seed{seed}")
-    return layout.is_done(out.parent, out.name)
-
-
-def set_threads(cfg: Dict[str, Any]) -> None:
-    if cfg.get("threads"):
-        import torch
-        torch.set_num_threads(int(cfg["threads"]))
-
-
-ROUND_STEPS = ("select", "train", "evaluate")
-
-
-def _embeddings(cfg: Dict[str, Any], run_dir: Path, method: str, seed: int) -> Optional[str]:
-    source = embedding_source(method, cfg)
-    if source == "pixels":
-        return str(layout.embeddings_path(run_dir, "pixels"))
-    if source == "encoder":
-        return str(layout.embeddings_path(run_dir, f"seed{seed}"))
-    return None
-
-
-def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, step: str, backend,
-               runner: StepRunner, member: Optional[int] = None) -> Dict[str, Any]:
-    """One step of round ``r`` of a chain, done-marked; what it needs from earlier steps is
-    read from their files (round r-1's selection and model), so steps can run anywhere.
-    ``member`` (train only): train that ensemble member alone, unmarked; the marked train
-    step then assembles the members already trained."""
-    run_dir = Path(run_dir)
-    budget = round_budgets(cfg)[r]
-    rd = layout.round_dir(run_dir, method, seed, budget)
-    prev = layout.round_dir(run_dir, method, seed, round_budgets(cfg)[r - 1]) if r else None
-    rseed = round_seed(seed, r)
-    sel, model_dir = rd / "selection.json", rd / "model"
-    # First round: the method itself where it can choose from nothing, else random.
-    use = method if (r > 0 or can_start_cold(method)) else "random"
-    if step == "select":
-        return runner.run(rd, "select", lambda: backend.select(
-            method=use, budget=budget, dataset=cfg["dataset"],
-            embeddings=_embeddings(cfg, run_dir, method, seed) if use == method else None,
-            models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
-            labeled=str(prev / "selection.json") if prev else None, seed=rseed, out=sel, device=cfg["device"],
-            **(cfg.get("select_options") or {})),
-            summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
-                                 "labeled": len((m or {}).get("labeled", {}))})
-    if step == "train":
-        def train(**extra):
-            return backend.train(
-                dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
-                iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=cfg["models_per_round"],
-                seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
-                batch_size=cfg["batch_size"], **(cfg.get("train_options") or {}), **extra)
-        if member is not None:
-            if layout.is_done(rd, "train"):
-                return {"step": "train", "member": member, "skipped": True}
-            return {"step": "train", "member": member, **(train(member=member) or {})}
-        parallel = {"assemble": True} if cfg["models_per_round"] > 1 and cfg["executor"] == "ray" else {}
-        return runner.run(rd, "train", lambda: train(**parallel),
-                          summarize=lambda m: {"best_member": (m or {}).get("best_member")})
-    return runner.run(rd, "evaluate", lambda: backend.evaluate(
-        dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
-        split=cfg["eval_split"], device=cfg["device"]),
-        summarize=lambda m: {"mean_dice": _mean_dice(m)})
-
-
-def chain_records(cfg: Dict[str, Any], run_dir, method: str, seed: int) -> List[Dict[str, Any]]:
-    """The finished rounds of a chain, read back from their done-markers."""
-    records = []
-    for r, budget in enumerate(round_budgets(cfg)):
-        rd = layout.round_dir(run_dir, method, seed, budget)
-        recs = {step: layout.read_marker(rd, step) for step in ROUND_STEPS}
-        if any(v is None for v in recs.values()):
-            break
-        records.append({"round": r, "budget": float(budget.fraction * 100), "dir": str(rd), **recs})
-    return records
-
-
-def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFAULT_BACKEND,
-              on_step: Optional[Callable] = None) -> Dict[str, Any]:
-    """Run (or resume) every round of one (method, seed); return its per-round records."""
-    run_dir = Path(run_dir)
-    backend = load_backend(backend)       # torch threads: set by whoever runs the task
-    runner = StepRunner(on_step=on_step)
-    for r in range(len(cfg["budgets"])):
-        for step in ROUND_STEPS:
-            round_step(cfg, run_dir, method, seed, r, step, backend, runner)
-        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
-                   chain_records(cfg, run_dir, method, seed), force=True)
-    return {"method": method, "seed": seed, "rounds": chain_records(cfg, run_dir, method, seed),
-            "ran": len(runner.ran), "skipped": len(runner.skipped)}
-
-
-def step_task(cfg, run_dir, method, seed, r, step, backend, member=None, on_step=None):
-    """One round step as a task of its own (the Ray executor's unit); returns what ran."""
-    runner = StepRunner(on_step=on_step)
-    round_step(cfg, run_dir, method, seed, r, step, load_backend(backend), runner, member)
-    if step == "evaluate":
-        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
-                   chain_records(cfg, run_dir, method, seed), force=True)
-    return {"ran": len(runner.ran), "skipped": len(runner.skipped)}
-
-
-def shared_task(cfg, run_dir, backend, on_step=None):
-    prepare_shared(cfg, Path(run_dir), load_backend(backend), StepRunner(on_step=on_step))
-    return "pixels"
-
-
-def seed_task(cfg, run_dir, seed, backend, on_step=None):
-    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner(on_step=on_step))
-    return seed
-
 
 def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
     """Pixel embeddings, each seed's encoder and embeddings, and the chains, each waiting only
@@ -310,7 +139,7 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
         finally:
             set_threads(cfg)
     try:
-        pending = [s for s in cfg["seeds"] if not _seed_ready(cfg, run_dir, s)]
+        pending = [s for s in cfg["seeds"] if not seed_ready(cfg, run_dir, s)]
         if display and pending:
             what = (f"pretraining a GCL encoder ({cfg['pretrain_epochs']} epochs) and embedding"
                     if cfg.get("pretrain") and not cfg.get("encoder") else "embedding the pool")
