@@ -1,9 +1,14 @@
-"""Benchmark `select` (issue 5, "Measure"): k-center greedy speed, bandwidth, exactness; method times.
+"""Benchmark `select`: k-center greedy speed (pruned kernel vs brute force vs a naive greedy), exactness; method times.
 
     python benchmarks/bench_select.py [--sizes 20000,100000] [--dim 512] [--acdc /tmp/acdc128.zarr]
 
-For each N: random float32 vectors (d = 512), 10% labelled, budget 1% of N.
-- alseg: time of the labelled initialisation and time per pick of ``kcenter_greedy``.
+For each data kind (``--data``: isotropic Gaussian, where pruning cannot help, and a
+mixture of 1,000 Gaussians in a 32-dim subspace plus noise, where it can) and each N:
+float32 vectors (d = 512), 10% labelled, budget 1% of N.
+- alseg: time of the labelled initialisation and time per pick of ``kcenter_greedy`` (the
+  pruned kernel on CPU), and the rows of the vectors it read per pick.
+- brute: the same function with every distance recomputed each pick (the previous kernel);
+  its picks must be the same.
 - naive: the reference code's way, one ``scipy.spatial.distance.cdist`` (float64) of all
   points to the new centre per step; at large N only ``--naive-steps`` steps are timed and
   the per-pick time is extrapolated.
@@ -60,7 +65,16 @@ def naive_greedy(x, labeled, picks, steps=None):
     return out, min_d, (time.perf_counter() - t) / n_steps
 
 
-def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device):
+def clustered(n, dim, rng, k=1000, sub=32):
+    """A mixture of k Gaussians in a sub-dimensional subspace of dim dimensions, plus noise:
+    low intrinsic dimension, as learned embeddings have (where pruning helps)."""
+    basis = np.linalg.qr(rng.standard_normal((dim, sub)))[0].astype(np.float32)
+    centres = rng.normal(0, 5, (k, sub)).astype(np.float32)
+    z = centres[rng.integers(0, k, n)] + rng.normal(0, 0.5, (n, sub)).astype(np.float32)
+    return (z @ basis.T + rng.normal(0, 0.05, (n, dim)).astype(np.float32)).astype(np.float32)
+
+
+def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device, data="iso"):
     import torch
 
     from alseg_cli import kcenter_greedy
@@ -68,7 +82,7 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     from alseg_cli.device import resolve_device
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, dim), dtype=np.float32)
+    x = clustered(n, dim, rng) if data == "clustered" else rng.standard_normal((n, dim), dtype=np.float32)
     lab = np.sort(rng.choice(n, int(n * labeled_frac), replace=False))
     budget = int(n * budget_frac)
     picks_timed = min(budget, max_picks) if max_picks else budget
@@ -81,12 +95,19 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     ours = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st)
     t_init = st["init_s"]
     per_pick = st["loop_s"] / picks_timed
+    log(f"N={n}: the brute-force kernel (every distance each pick) ...")
+    st_brute = {}
+    brute = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st_brute,
+                           update="filtered" if dev.type == "cpu" else "direct")
+    brute_pick = st_brute["loop_s"] / picks_timed
     exact = n <= exact_max and picks_timed == budget
     log(f"N={n}: naive reference ({'full' if exact else f'{naive_steps} steps'}) ...")
     ref, ref_min, naive_pick = naive_greedy(x.astype(np.float64) if exact else x, lab, budget,
                                             steps=None if exact else naive_steps)
-    row = {"N": n, "d": dim, "labelled": int(lab.size), "budget": budget, "picks_timed": picks_timed,
-           "device": str(dev), "init_s": t_init, "alseg_ms_per_pick": per_pick * 1e3,
+    row = {"N": n, "d": dim, "data": data, "labelled": int(lab.size), "budget": budget,
+           "picks_timed": picks_timed, "device": str(dev), "init_s": t_init, "alseg_ms_per_pick": per_pick * 1e3,
+           "brute_ms_per_pick": brute_pick * 1e3, "vs_brute": brute_pick / per_pick, "same_as_brute": brute == ours,
+           "rows_read_per_pick": (st.get("rows_read") or 0) / picks_timed,
            "naive_ms_per_pick": naive_pick * 1e3, "speedup": naive_pick / per_pick,
            "numpy_sum_GBps": bandwidth / 1e9, "alseg_GBps": x.nbytes / per_pick / 1e9,
            "bandwidth_ratio": x.nbytes / per_pick / bandwidth}
@@ -158,6 +179,7 @@ def main(argv=None):
     p.add_argument("--skip-kernel", action="store_true")
     p.add_argument("--mc-samples", type=int, default=40, help="MC passes for bald/mc-variance on ACDC")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--data", default="iso,clustered", help="iso (isotropic Gaussian) and/or clustered")
     a = p.parse_args(argv)
     import torch
 
@@ -165,15 +187,16 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     sizes = [] if a.skip_kernel else [int(n) for n in a.sizes.split(",") if n]
     rows = [bench_kernel(n, a.dim, a.budget_frac, a.labeled_frac, a.naive_steps, a.exact_max,
-                         a.max_picks, a.device) for n in sizes]
-    print("| N | d | labelled | budget | picks timed | device | init s | alseg ms/pick | naive ms/pick | "
-          "speedup | numpy sum GB/s | alseg GB/s | bandwidth ratio | overlap | radius ratio |")
-    print("|" + "---|" * 15)
+                         a.max_picks, a.device, data) for data in a.data.split(",") for n in sizes]
+    print("| data | N | d | labelled | picks timed | device | init s | alseg ms/pick | brute ms/pick | "
+          "vs brute | naive ms/pick | vs naive | rows read/pick | alseg GB/s | overlap | radius ratio |")
+    print("|" + "---|" * 16)
     for r in rows:
-        print(f"| {r['N']} | {r['d']} | {r['labelled']} | {r['budget']} | {r['picks_timed']} | {r['device']} | "
-              f"{r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | {r['naive_ms_per_pick']:.2f} | "
-              f"{r['speedup']:.1f}x | {r['numpy_sum_GBps']:.2f} | {r['alseg_GBps']:.2f} | "
-              f"{r['bandwidth_ratio']:.2f} | {r.get('overlap', '-')} | {r.get('radius_ratio', '-')} |")
+        print(f"| {r['data']} | {r['N']} | {r['d']} | {r['labelled']} | {r['picks_timed']} | {r['device']} | "
+              f"{r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | {r['brute_ms_per_pick']:.2f} | "
+              f"{r['vs_brute']:.2f}x{'' if r['same_as_brute'] else ' (picks differ!)'} | "
+              f"{r['naive_ms_per_pick']:.2f} | {r['speedup']:.1f}x | {r['rows_read_per_pick']:.0f} | "
+              f"{r['alseg_GBps']:.2f} | {r.get('overlap', '-')} | {r.get('radius_ratio', '-')} |")
     if not a.skip_methods and Path(a.acdc).exists():
         mrows = bench_methods(a.acdc, a.device, a.mc_samples)
         print("\n| method | needs | added | pool | seconds |\n|---|---|---|---|---|")

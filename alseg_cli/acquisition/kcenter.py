@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import AlsegError
+from .kcenter_pruned import PrunedCentres
 
 # Rows per chunk: on CPU the step is a matrix-vector product (no big temporary); on GPU
 # large chunks amortise kernel launches.
@@ -101,6 +102,28 @@ def _update_filtered(x, c, min_d, xn_low, chunk: int, tol: float) -> None:
             md.index_copy_(0, cand, torch.minimum(md.index_select(0, cand), exact))
 
 
+def _dense_chunk(x, c, min_d, start: int, stop: int, xn_low=None, tol: float = 0.0):
+    """Exact update of rows start:stop by the new centre c; returns the mask of rows it moved.
+    CPU (``xn_low`` given): the matrix-vector bound of ``_update_filtered``; else direct."""
+    import torch
+
+    xs, md = x[start:stop], min_d[start:stop]
+    if xn_low is not None:
+        cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol)
+        lower = torch.addmv(xn_low[start:stop], xs.float(), c, alpha=-2.0)
+        cand = torch.nonzero(lower + cn_low < md).flatten()
+        diff = xs.index_select(0, cand).float() - c
+    else:
+        cand = torch.arange(stop - start, device=x.device)
+        diff = xs.float() - c
+    exact = (diff * diff).sum(1)
+    better = exact < md.index_select(0, cand)
+    md.index_copy_(0, cand[better], exact[better])
+    moved = torch.zeros(stop - start, dtype=torch.bool, device=x.device)
+    moved[cand[better]] = True
+    return moved
+
+
 def _add_centre(x, idx, min_d, buf, chunk: int, xn=None, tol: float = 0.0) -> None:
     """Update nearest-centre distances with the new centre x[idx] (idx: 1-element tensor).
 
@@ -128,8 +151,9 @@ def _mean(x, chunk: int):
     return total / max(1, x.shape[0])
 
 
-def init_min_distances(x, centres, chunk: int):
-    """Squared distance of every point to its nearest centre (centres: index tensor).
+def init_min_distances(x, centres, chunk: int, nearest: bool = False):
+    """Squared distance of every point to its nearest centre (centres: index tensor); with
+    ``nearest``, also each point's nearest centre as a position in ``centres``.
 
     The nearest centre is found blockwise with matrix products (fast, float32) on data
     centred at its float64 mean: distances are translation-invariant, and centring keeps
@@ -144,7 +168,7 @@ def init_min_distances(x, centres, chunk: int):
     dev = x.device
     min_d = torch.full((n,), float("inf"), dtype=torch.float32, device=dev)
     if centres.numel() == 0:
-        return min_d
+        return (min_d, torch.zeros(n, dtype=torch.long, device=dev)) if nearest else min_d
     best_val = torch.full((n,), float("inf"), dtype=torch.float32, device=dev)
     best_idx = torch.zeros(n, dtype=torch.long, device=dev)
     rows = max(1, min(chunk, (1 << 24) // LABELED_BLOCK))
@@ -163,7 +187,11 @@ def init_min_distances(x, centres, chunk: int):
     for start in range(0, n, chunk):
         diff = x[start:start + chunk].float() - x[best_idx[start:start + chunk]].float()
         min_d[start:start + chunk] = (diff * diff).sum(1)
-    return min_d
+    if not nearest:
+        return min_d
+    slot = torch.empty(n, dtype=torch.long, device=dev)
+    slot[centres] = torch.arange(centres.numel(), device=dev)
+    return min_d, slot.index_select(0, best_idx)
 
 
 def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None, seed: int = 0,
@@ -174,9 +202,10 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     ``vectors`` (N, d) numpy array or torch tensor (float32/float16/bfloat16; float64 is
     cast to float32); ``labeled`` indices are the initial centres; with none, the first
     centre is drawn with ``np.random.default_rng(seed)`` and counts towards the budget.
-    ``chunk_size`` rows per chunk (any value gives the same picks). ``update``: "direct"
-    (every distance as ((x - c)^2).sum; the GPU default), "filtered" (matrix-vector bound,
-    exact recompute of candidates; the CPU default) or "auto"; both give the same picks.
+    ``chunk_size`` rows per chunk (any value gives the same picks). ``update``: "pruned"
+    (triangle-inequality pruning by each point's nearest centre, kcenter_pruned.py; the CPU
+    default), "direct" (every distance as ((x - c)^2).sum; the GPU default), "filtered"
+    (matrix-vector bound, exact recompute of candidates) or "auto"; all give the same picks.
     ``stats``: a dict that receives ``init_s`` and ``loop_s`` (synchronises the GPU to time).
     """
     import torch
@@ -213,27 +242,40 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
 
     with torch.no_grad():
         t0 = clock()
-        min_d = init_min_distances(x, lab_t, chunk)
-        buf = torch.empty(n, dtype=torch.float32, device=dev)
+        if update not in ("auto", "direct", "filtered", "pruned"):
+            raise AlsegError(f"update {update!r}: choose auto, pruned, direct or filtered")
+        pruned = update == "pruned" or (update == "auto" and dev.type == "cpu")
+        filtered = update == "filtered" or (pruned and dev.type == "cpu")
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
-        if update not in ("auto", "direct", "filtered"):
-            raise AlsegError(f"update {update!r}: choose auto, direct or filtered")
-        filtered = update == "filtered" or (update == "auto" and dev.type == "cpu")
         xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if filtered else None
+        index = None
+        if pruned:
+            min_d, assign = init_min_distances(x, lab_t, chunk, nearest=True)
+            index = PrunedCentres(x, lab.size + budget, assign, lab_t)
+        else:
+            min_d = init_min_distances(x, lab_t, chunk)
+        buf = torch.empty(n, dtype=torch.float32, device=dev)
+
+        def add(idx):
+            if index is None:
+                _add_centre(x, idx, min_d, buf, chunk, xn, tol)
+            else:
+                index.add(x, idx, min_d, chunk, lambda a, b, c, _m: _dense_chunk(x, c, min_d, a, b, xn, tol))
         t1 = clock()
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates
         else:
             first = torch.tensor([int(np.random.default_rng(seed).integers(n))], device=dev)
-            _add_centre(x, first, min_d, buf, chunk, xn, tol)
+            add(first)
             picks[0:1].copy_(first)
             start_step = 1
         for step in range(start_step, budget):
             idx = torch.argmax(min_d).view(1)   # stays on the device: no host sync per step
             picks[step:step + 1].copy_(idx)
-            _add_centre(x, idx, min_d, buf, chunk, xn, tol)
+            add(idx)
         if stats is not None:
-            stats.update(init_s=t1 - t0, loop_s=clock() - t1)
+            stats.update(init_s=t1 - t0, loop_s=clock() - t1,
+                         rows_read=None if index is None else index.read_rows)
     out = []
     for s in range(0, budget, FETCH_BLOCK):
         out.extend(int(i) for i in picks[s:s + FETCH_BLOCK].cpu().tolist())
