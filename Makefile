@@ -29,7 +29,7 @@ demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) ->
 
 bench: bench-select bench-pretrain bench-train
 
-bench-select: install  ## k-center greedy vs naive cdist reference and memory bandwidth, 20k and 100k (~10 min)
+bench-select: install  ## k-center greedy: pruned vs brute force vs a float64 cdist greedy, isotropic and clustered, 20k and 100k (~15 min)
 	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
 
 bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNet-18 loop (~1 min)

@@ -9,9 +9,9 @@ float32 vectors (d = 512), 10% labelled, budget 1% of N.
   pruned kernel on CPU), and the rows of the vectors it read per pick.
 - brute: the same function with every distance recomputed each pick (the previous kernel);
   its picks must be the same.
-- naive: the reference code's way, one ``scipy.spatial.distance.cdist`` (float64) of all
-  points to the new centre per step; at large N only ``--naive-steps`` steps are timed and
-  the per-pick time is extrapolated.
+- naive: the strongest simple greedy, float64 data and one ``scipy.spatial.distance.cdist``
+  of all points to the new centre per step; at large N only ``--naive-steps`` steps are
+  timed and the per-pick time is extrapolated.
 - bandwidth: bytes of the vectors read per pick / time per pick, against a numpy ``sum``
   over the same array in the same run (the machine's measured read bandwidth).
 - exactness (N <= --exact-max): a full float64 greedy from the same labelled set; overlap of
@@ -45,23 +45,25 @@ def best_time(fn, repeat=3):
 
 
 def naive_greedy(x, labeled, picks, steps=None):
-    """Reference-style greedy: float64 cdist to each new centre. Returns (picks, min_d, s/step)."""
+    """The strongest simple greedy a user would write: float64 data, one
+    ``scipy.spatial.distance.cdist`` to each new centre, picked points set to -1 in place.
+    Returns (picks, min_d, s/step)."""
     from scipy.spatial.distance import cdist
 
+    x = np.asarray(x, dtype=np.float64)        # cdist converts float32 on every call otherwise
     min_d = np.full(x.shape[0], np.inf)
     # initial distances, in blocks of centres (skipped when only the per-step time is wanted)
     for s in range(0, len(labeled) if steps is None else 0, 1024):
         min_d = np.minimum(min_d, cdist(x, x[labeled[s:s + 1024]]).min(1))
+    min_d[labeled] = -1
     out = []
     n_steps = picks if steps is None else min(steps, picks)
     t = time.perf_counter()
     for _ in range(n_steps):
-        d = min_d.copy()
-        d[labeled] = -1
-        d[out] = -1
-        c = int(np.argmax(d))
+        c = int(np.argmax(min_d))
         out.append(c)
-        min_d = np.minimum(min_d, cdist(x, x[c][None]).ravel())
+        np.minimum(min_d, cdist(x, x[c][None]).ravel(), out=min_d)
+        min_d[c] = -1
     return out, min_d, (time.perf_counter() - t) / n_steps
 
 
@@ -102,8 +104,7 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     brute_pick = st_brute["loop_s"] / picks_timed
     exact = n <= exact_max and picks_timed == budget
     log(f"N={n}: naive reference ({'full' if exact else f'{naive_steps} steps'}) ...")
-    ref, ref_min, naive_pick = naive_greedy(x.astype(np.float64) if exact else x, lab, budget,
-                                            steps=None if exact else naive_steps)
+    ref, ref_min, naive_pick = naive_greedy(x, lab, budget, steps=None if exact else naive_steps)
     row = {"N": n, "d": dim, "data": data, "labelled": int(lab.size), "budget": budget,
            "picks_timed": picks_timed, "device": str(dev), "init_s": t_init, "alseg_ms_per_pick": per_pick * 1e3,
            "brute_ms_per_pick": brute_pick * 1e3, "vs_brute": brute_pick / per_pick, "same_as_brute": brute == ours,
