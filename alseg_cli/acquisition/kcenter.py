@@ -88,23 +88,14 @@ def _update_filtered(x, c, min_d, xn_low, chunk: int, tol: float) -> None:
     first picks) are recomputed exactly as ((x - c)^2).sum, so min_d holds exactly what
     the direct formula gives.
     """
-    import torch
-
-    cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol)
     for start in range(0, x.shape[0], chunk):
-        xs = x[start:start + chunk]
-        lower = torch.addmv(xn_low[start:start + chunk], xs.float(), c, alpha=-2.0)
-        md = min_d[start:start + chunk]
-        cand = torch.nonzero(lower + cn_low < md).flatten()
-        if cand.numel():
-            diff = xs.index_select(0, cand).float() - c
-            exact = (diff * diff).sum(1)
-            md.index_copy_(0, cand, torch.minimum(md.index_select(0, cand), exact))
+        _dense_chunk(x, c, min_d, start, min(x.shape[0], start + chunk), xn_low, tol)
 
 
 def _dense_chunk(x, c, min_d, start: int, stop: int, xn_low=None, tol: float = 0.0):
     """Exact update of rows start:stop by the new centre c; returns the mask of rows it moved.
-    CPU (``xn_low`` given): the matrix-vector bound of ``_update_filtered``; else direct."""
+    CPU (``xn_low`` given): the matrix-vector bound explained in ``_update_filtered``; else
+    every distance directly."""
     import torch
 
     xs, md = x[start:stop], min_d[start:stop]
