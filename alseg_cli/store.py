@@ -121,15 +121,12 @@ def _open_group(path, fmt: str):
     path = Path(path)
     if not path.exists():
         raise AlsegError(f"{path}: no such store")
-    meta = path / "zarr.json"
-    if meta.is_file():
-        try:
-            json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise damaged(path, f"its zarr.json is unreadable ({exc.__class__.__name__}: truncated?)", fmt) from None
     try:
         root = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for non-stores
+        meta = path / "zarr.json"
+        if meta.is_file() and not _parses(meta):
+            raise damaged(path, "its zarr.json is unreadable (truncated?)", fmt) from None
         raise AlsegError(f"{path}: not a zarr store ({exc.__class__.__name__})") from None
     attrs = dict(root.attrs)
     if attrs.get("format") != fmt:
@@ -137,8 +134,16 @@ def _open_group(path, fmt: str):
     if attrs.get("version") != STORE_VERSION:
         raise AlsegError(f"{path}: {fmt} version {attrs.get('version')} is not supported "
                          f"(this alseg reads version {STORE_VERSION})")
-    check_chunks(path)
+    check_chunks(path, fmt)
     return root, attrs
+
+
+def _parses(meta: Path) -> bool:
+    try:
+        json.loads(meta.read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class _Store:

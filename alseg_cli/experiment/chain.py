@@ -35,9 +35,19 @@ def _mean_dice(result) -> Optional[float]:
         return None
 
 
+def uses_pixels(cfg: Dict[str, Any]) -> bool:
+    """Does any method select on the shared pixel embeddings?"""
+    return any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"])
+
+
+def embeddings_key(source: Optional[str], seed: int) -> Optional[str]:
+    """The embeddings a chain of that source uses: 'pixels', 'seed<k>' (its encoder's) or None."""
+    return {"pixels": "pixels", "encoder": f"seed{seed}"}.get(source)
+
+
 def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunner) -> None:
     """Pixel embeddings (once) when any method uses them."""
-    if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
+    if uses_pixels(cfg):
         out = layout.embeddings_path(run_dir, "pixels")
         runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"]))
 
@@ -90,12 +100,8 @@ ROUND_STEPS = ("select", "train", "evaluate")
 
 
 def _embeddings(cfg: Dict[str, Any], run_dir: Path, method: str, seed: int) -> Optional[str]:
-    source = embedding_source(method, cfg)
-    if source == "pixels":
-        return str(layout.embeddings_path(run_dir, "pixels"))
-    if source == "encoder":
-        return str(layout.embeddings_path(run_dir, f"seed{seed}"))
-    return None
+    key = embeddings_key(embedding_source(method, cfg), seed)
+    return None if key is None else str(layout.embeddings_path(run_dir, key))
 
 
 def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, step: str, backend,

@@ -77,7 +77,9 @@ def run_local(tasks: List[Task], jobs: int, paths, in_process: Callable[[Task], 
             started = {t.key for t in running.values()}
             ready = [t for t in order if t.key not in results and t.key not in started
                      and all(d in results for d in t.deps)]
-            if not running and len(ready) == 1 and not _more_after(order, results, ready[0]):
+            if not running and len(ready) == 1:
+                # nothing else can start before it ends (every other task waits on it): run it
+                # here, with every job's threads if it is a pretraining
                 t = ready[0]
                 solo = Task(t.key, t.kind, t.fn, t.args, t.deps,
                             t.threads * jobs if t.kind == "pretrain" else t.threads)
@@ -94,19 +96,6 @@ def run_local(tasks: List[Task], jobs: int, paths, in_process: Callable[[Task], 
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return results
-
-
-def _more_after(order: List[Task], results: Dict, task: Task) -> bool:
-    """Could anything else run beside ``task`` now, i.e. not waiting (directly or not) on it?"""
-    blocked = {task.key}
-    for t in order:
-        if t.key in results or t.key == task.key:
-            continue
-        if any(d in blocked for d in t.deps):
-            blocked.add(t.key)
-        elif all(d in results for d in t.deps):
-            return True
-    return False
 
 
 def run_ray(tasks: List[Task], paths, address: Optional[str] = None, on_start=None) -> Dict[str, Any]:

@@ -18,10 +18,11 @@ from ..manifest import make_manifest
 from ..progress import as_reporter
 from . import progress as loop_progress
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
-from .chain import (DEFAULT_BACKEND, chain_records, run_chain, seed_task, set_threads, shared_task, step_task,
-                    uses_encoder, seed_ready)
+from .chain import (DEFAULT_BACKEND, chain_records, embeddings_key, run_chain, seed_ready, seed_task, set_threads,
+                    shared_task, step_task, uses_encoder, uses_pixels)
 from .config import check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
+
 
 def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
     """Pixel embeddings, each seed's encoder and embeddings, and the chains, each waiting only
@@ -36,15 +37,15 @@ def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
         gpus = cfg.get(f"gpus_per_{kind}", 0.0) if kind in ("pretrain", "select", "train", "evaluate") else 0.0
         return Task(key, kind, fn, args, tuple(deps), threads, {"num_cpus": cfg["cpus_per_task"], "num_gpus": gpus})
     tasks = []
-    if any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"]):
+    if uses_pixels(cfg):
         tasks.append(task("pixels", "embed", shared_task, (cfg, run_dir, backend)))
     if uses_encoder(cfg):
         for seed in cfg["seeds"]:
             tasks.append(task(f"seed{seed}", "pretrain", seed_task, (cfg, run_dir, seed, backend)))
     for method in cfg["methods"]:
-        source = embedding_source(method, cfg)
         for seed in cfg["seeds"]:
-            emb = ("pixels",) if source == "pixels" else (f"seed{seed}",) if source == "encoder" else ()
+            emb_key = embeddings_key(embedding_source(method, cfg), seed)
+            emb = (emb_key,) if emb_key else ()
             chain = f"{method}/seed{seed}"
             if not ray:
                 tasks.append(task(chain, "chain", run_chain, (cfg, run_dir, method, seed, backend), emb))
