@@ -156,7 +156,7 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
                 _commit(tmp, final)
         except OSError as exc:
             _remove(tmp)
-            if isinstance(exc, (PermissionError,)) or exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
                 raise _os_error(final, exc) from None
             raise
         except BaseException:

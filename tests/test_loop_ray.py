@@ -173,6 +173,9 @@ def test_the_real_steps_on_phantoms_select_what_the_local_executor_selects(phant
     dist = run_loop(tmp_path / "ray", executor="ray", **opts)
     assert selections(tmp_path / "ray") == selections(tmp_path / "local")
     assert [c["dice"] for c in dist["chains"]] == [c["dice"] for c in local["chains"]]   # CPU: the same metrics
+    for run in ("local", "ray"):   # the per-chain summary, written once per chain by its one writer
+        rounds = json.loads((tmp_path / run / "coreset" / "seed0" / "rounds.json").read_text())
+        assert [r["round"] for r in rounds] == [0, 1]
 
 
 @pytest.mark.slow

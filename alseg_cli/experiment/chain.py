@@ -168,20 +168,23 @@ def run_chain(cfg: Dict[str, Any], run_dir, method: str, seed: int, backend=DEFA
     for r in range(len(cfg["budgets"])):
         for step in ROUND_STEPS:
             round_step(cfg, run_dir, method, seed, r, step, backend, runner)
-        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
-                   chain_records(cfg, run_dir, method, seed), force=True)
+        write_rounds(cfg, run_dir, method, seed)
     return {"method": method, "seed": seed, "rounds": chain_records(cfg, run_dir, method, seed),
             "ran": len(runner.ran), "skipped": len(runner.skipped)}
+
+
+def write_rounds(cfg: Dict[str, Any], run_dir, method: str, seed: int) -> None:
+    """RUN_DIR/<method>/seed<k>/rounds.json, from the markers (one writer per chain: its task
+    locally, the driver on Ray, where a chain's rounds may finish concurrently)."""
+    write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
+               chain_records(cfg, run_dir, method, seed), force=True)
 
 
 def step_task(cfg, run_dir, method, seed, r, step, backend, member=None, on_step=None):
     """One round step as a task of its own (the Ray executor's unit); returns what ran."""
     runner = StepRunner(on_step=on_step)
     round_step(cfg, run_dir, method, seed, r, step, load_backend(backend), runner, member)
-    if step == "evaluate":
-        write_json(layout.chain_dir(run_dir, method, seed) / "rounds.json",
-                   chain_records(cfg, run_dir, method, seed), force=True)
-    return {"ran": len(runner.ran), "skipped": len(runner.skipped)}
+    return {"ran": len(runner.ran), "skipped": len(runner.skipped)}   # rounds.json: the driver's
 
 
 def shared_task(cfg, run_dir, backend, on_step=None):

@@ -19,7 +19,7 @@ from ..progress import as_reporter
 from . import progress as loop_progress
 from .backend import can_start_cold, embedding_source, load_backend, needs_model
 from .chain import (DEFAULT_BACKEND, chain_records, embeddings_key, run_chain, seed_ready, seed_task, set_threads,
-                    shared_task, step_task, uses_encoder, uses_pixels)
+                    shared_task, step_task, uses_encoder, uses_pixels, write_rounds)
 from .config import check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
 
@@ -83,6 +83,7 @@ def chain_results(cfg: Dict[str, Any], run_dir: Path, results: Dict[str, Any]) -
                 out.append(results[chain])
                 continue
             steps = [v for k, v in results.items() if k.startswith(chain + "/") and "/member" not in k]
+            write_rounds(cfg, run_dir, method, seed)
             out.append({"method": method, "seed": seed, "rounds": chain_records(cfg, run_dir, method, seed),
                         "ran": sum(v["ran"] for v in steps), "skipped": sum(v["skipped"] for v in steps)})
     return out

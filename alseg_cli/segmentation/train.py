@@ -110,7 +110,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
                              f"continue it, or --force to discard it and start over")
         if work.exists():
             shutil.rmtree(work)
-    if work.exists():
+    if (work / "config.json").exists():   # (a member trained beside this one may have made work/ only)
         old = json.loads((work / "config.json").read_text())
         check_compatible(old, store, work)
         if old.get("model") != model:
