@@ -164,3 +164,23 @@ def test_a_missing_seed_is_marked_and_warned(tmp_path):
     assert "60.0 ± 0.0†" in md and "† fewer seeds" in md
     res = CliRunner().invoke(app, ["bootstrap", str(run), "--n-boot", "50", "--no-plot", "--force"])
     assert res.exit_code == 0 and "warning" in res.stderr and "seed(s) 1" in res.stderr
+
+
+def test_collapsed_models_are_flagged_in_every_table_format(tmp_path):
+    run = tmp_path / "run"
+    fake_run(run, {"random": {5: {0: [0.8, 0.7], 1: [0.0, 0.0]}, 10: {0: [0.9, 0.8], 1: [0.85, 0.8]}}})
+    ev_path = run / "random" / "seed1" / "round5" / "eval.json"
+    ev = json.loads(ev_path.read_text())
+    ev["degenerate"] = "predicts no foreground class on validation"
+    write_json(ev_path, ev, force=True)
+    m = bootstrap_report(run, n_boot=50, seed=0)
+    rows = {r["budget"]: r for r in m["table"]["rows"]}
+    assert rows[5.0]["degenerate_seeds"] == [1] and rows[10.0]["degenerate_seeds"] == []
+    assert rows[5.0]["text"].endswith("‡") and "‡" not in rows[10.0]["text"]
+    assert rows[5.0]["mean"] == pytest.approx(np.mean([0.75, 0.0]))       # kept, never silently dropped
+    md = (run / "bootstrap" / "table.md").read_text()
+    assert "‡ includes a collapsed model" in md and "random 5% seed 1" in md
+    with open(run / "bootstrap" / "table.csv") as fh:
+        by_budget = {r["budget_percent"]: r for r in csv.DictReader(fh)}
+    assert by_budget["5"]["degenerate_seeds"] == "1" and by_budget["10"]["degenerate_seeds"] == ""
+    assert any("degenerate on validation" in w for w in m["table"]["warnings"])

@@ -256,3 +256,37 @@ def test_encoder_template_picks_one_encoder_per_seed(tmp_path, dataset):
     with pytest.raises(AlsegError, match=r"seed2.*no such encoder directory \(seed 2\)"):
         run_loop(tmp_path / "other", backend=FakeBackend(), encoder=str(tmp_path / "enc/seed{seed}"),
                  **options(dataset, methods="gcl-coreset", seeds="0,2"))
+
+
+class CollapsingBackend(FakeBackend):
+    """Every model of the round with 5 labelled slices is degenerate; training options seen."""
+
+    seen = []
+
+    def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
+        CollapsingBackend.seen.append(kw)
+        m = super().train(dataset=dataset, labels=labels, out=out, supervision=supervision,
+                          iterations=iterations, ensemble=ensemble, seed=seed, device=device)
+        (Path(out) / "manifest.json").write_text(json.dumps(
+            {"best_member": 0, "labels": labels, "members": [{"best_val_dice": 0.6}]}))
+        return m
+
+    def evaluate(self, *, dataset, model, out, split, device):
+        ev = super().evaluate(dataset=dataset, model=model, out=out, split=split, device=device)
+        if "round5" in str(out):
+            ev["degenerate"] = "predicts no foreground class on validation"
+            write_json(out, ev, force=True)
+        return ev
+
+
+def test_collapsed_rounds_are_flagged_in_the_log_and_manifest(tmp_path, dataset, capsys):
+    CollapsingBackend.seen = []
+    m = run_loop(tmp_path / "run", backend=CollapsingBackend(), progress=True,
+                 train_options={"retries": 1}, **options(dataset, methods="random", seeds="0"))
+    assert m["chains"][0]["degenerate"] == [None, "predicts no foreground class on validation", None]
+    assert "random seed 0: 3/3 rounds, last Dice 10.8, 1 collapsed round(s)" in capsys.readouterr().err
+    # with retries, later rounds pass half the previous round's val Dice as the floor
+    assert "min_val_dice" not in CollapsingBackend.seen[0]
+    assert [kw["min_val_dice"] for kw in CollapsingBackend.seen[1:]] == pytest.approx([0.3, 0.3])
+    marker = layout.read_marker(tmp_path / "run" / "random" / "seed0" / "round5", "evaluate")
+    assert marker["degenerate"] == "predicts no foreground class on validation"

@@ -68,7 +68,7 @@ def test_dmpls_trains_on_scribbles_deterministically(phantom_store, tmp_path):
 
 def test_resume_after_interruption_gives_same_weights(phantom_store, tmp_path, monkeypatch):
     train_seg(phantom_store, "all", tmp_path / "full", seed=2, **FAST)
-    real = train_mod.validation_dice
+    real = train_mod.validation_scores
     calls = {"n": 0}
 
     def interrupt_second(*a, **k):
@@ -77,11 +77,11 @@ def test_resume_after_interruption_gives_same_weights(phantom_store, tmp_path, m
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(train_mod, "validation_dice", interrupt_second)
+    monkeypatch.setattr(train_mod, "validation_scores", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         train_seg(phantom_store, "all", tmp_path / "cut", seed=2, **FAST)
     assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.partial" / "member0" / "last.pt").exists()
-    monkeypatch.setattr(train_mod, "validation_dice", real)
+    monkeypatch.setattr(train_mod, "validation_scores", real)
     with pytest.raises(AlsegError, match=r"partial state of an interrupted run; pass --resume"):
         train_seg(phantom_store, "all", tmp_path / "cut", seed=2, **FAST)       # never silently discarded
     assert (tmp_path / ".cut.partial" / "member0" / "last.pt").exists()

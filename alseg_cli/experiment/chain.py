@@ -26,6 +26,20 @@ def round_seed(seed: int, round_index: int) -> int:
     return seed * 1000 + round_index
 
 
+PREVIOUS_ROUND_FLOOR = 0.5   # with retries: best val Dice under half the previous round's is degenerate
+
+
+def previous_val_dice(model_dir: Path) -> float:
+    """The previous round's model's best validation Dice (0 when unknown)."""
+    import json
+
+    try:
+        m = json.loads((Path(model_dir) / "manifest.json").read_text())
+        return float(m["members"][m["best_member"]]["best_val_dice"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return 0.0
+
+
 def _mean_dice(result) -> Optional[float]:
     """The evaluation's mean Dice for the run's log, or None for a result without one (a fake
     backend's); anything else wrong is a real error and propagates."""
@@ -128,23 +142,30 @@ def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, ste
             summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
                                  "labeled": len((m or {}).get("labeled", {}))})
     if step == "train":
+        options = dict(cfg.get("train_options") or {})
+        if options.get("retries") and prev is not None and "min_val_dice" not in options:
+            # a model far under the previous round's on validation counts as degenerate too
+            options["min_val_dice"] = PREVIOUS_ROUND_FLOOR * previous_val_dice(prev / "model")
         def train(**extra):
             return backend.train(
                 dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
                 iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=cfg["models_per_round"],
                 seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
-                batch_size=cfg["batch_size"], **(cfg.get("train_options") or {}), **extra)
+                batch_size=cfg["batch_size"], **options, **extra)
         if member is not None:
             if layout.is_done(rd, "train"):
                 return {"step": "train", "member": member, "skipped": True}
             return {"step": "train", "member": member, **(train(member=member) or {})}
         parallel = {"assemble": True} if cfg["models_per_round"] > 1 and cfg["executor"] == "ray" else {}
         return runner.run(rd, "train", lambda: train(**parallel),
-                          summarize=lambda m: {"best_member": (m or {}).get("best_member")})
+                          summarize=lambda m: {"best_member": (m or {}).get("best_member"),
+                                               "degenerate": (m or {}).get("degenerate"),
+                                               "retries": sum(len(mb.get("attempts", [None])) - 1
+                                                              for mb in (m or {}).get("members", []))})
     return runner.run(rd, "evaluate", lambda: backend.evaluate(
         dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
         split=cfg["eval_split"], device=cfg["device"]),
-        summarize=lambda m: {"mean_dice": _mean_dice(m)})
+        summarize=lambda m: {"mean_dice": _mean_dice(m), "degenerate": (m or {}).get("degenerate")})
 
 
 def chain_records(cfg: Dict[str, Any], run_dir, method: str, seed: int) -> List[Dict[str, Any]]:

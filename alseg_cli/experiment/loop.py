@@ -155,7 +155,8 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
             display.stop()
     results = chain_results(cfg, run_dir, results)
     summary = [{"method": r["method"], "seed": r["seed"],
-                "dice": [rec["evaluate"].get("mean_dice") for rec in r["rounds"]]} for r in results]
+                "dice": [rec["evaluate"].get("mean_dice") for rec in r["rounds"]],
+                "degenerate": [rec["evaluate"].get("degenerate") for rec in r["rounds"]]} for r in results]
     manifest = make_manifest(
         "loop", args={k: v for k, v in cfg.items()}, inputs={"dataset": cfg["dataset"]},
         outputs={"run_dir": run_dir, "config": run_dir / "config.json"},

@@ -26,7 +26,7 @@ def _fmt(seconds: float) -> str:
 
 def chain_status(cfg: Dict, run_dir: Path, method: str, seed: int) -> Dict:
     """Steps and rounds done so far for one chain, and its latest mean Dice."""
-    done_steps, rounds, dice = 0, 0, None
+    done_steps, rounds, dice, last, collapsed = 0, 0, None, None, 0
     for pct in cfg["budgets"]:
         rd = layout.round_dir(run_dir, method, seed, pct)
         for step in ("select", "train", "evaluate"):
@@ -35,7 +35,10 @@ def chain_status(cfg: Dict, run_dir: Path, method: str, seed: int) -> Dict:
         if rec is not None:
             rounds += 1
             dice = rec.get("mean_dice", dice)
-    return {"steps": done_steps, "rounds": rounds, "dice": dice}
+            last = rec.get("degenerate")
+            collapsed += bool(last)
+    # last: why the latest round's model is degenerate (or None); collapsed: how many rounds were
+    return {"steps": done_steps, "rounds": rounds, "dice": dice, "last_degenerate": last, "collapsed": collapsed}
 
 
 class LoopProgress:
@@ -61,7 +64,8 @@ class LoopProgress:
         return rows, f"steps {done}/{self.total}  elapsed {_fmt(elapsed)}  ETA {eta}"
 
     def _dice(self, st) -> str:
-        return "-" if st["dice"] is None else f"{100 * st['dice']:.1f}"
+        text = "-" if st["dice"] is None else f"{100 * st['dice']:.1f}"
+        return text + (f" COLLAPSED ({st['last_degenerate']})" if st.get("last_degenerate") else "")
 
     def table(self) -> None:
         rows, caption = self.status()
@@ -104,7 +108,8 @@ class LoopProgress:
         if not self.reporter.live:          # the final summary, one line per chain
             rows, caption = self.status()
             for method, seed, st in rows:
+                flag = f", {st['collapsed']} collapsed round(s)" if st["collapsed"] else ""
                 self.reporter.note(f"loop: {method} seed {seed}: {st['rounds']}/{len(self.cfg['budgets'])} "
-                                   f"rounds, last Dice {self._dice(st)}")
+                                   f"rounds, last Dice {self._dice(st)}{flag}")
             self.reporter.note(f"loop: {caption}")
         self.reporter.close()

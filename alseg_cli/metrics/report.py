@@ -212,8 +212,13 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
         if missing:
             warnings.append(f"{label} at {budget:g}%: no evaluation for seed(s) "
                             f"{', '.join(map(str, missing))}; its cell averages {len(seeds)} seed(s)")
+        collapsed = [s for s in seeds if by_seed[s]["eval"].get("degenerate")]
+        if collapsed:
+            warnings.append(f"{label} at {budget:g}%: the model of seed(s) {', '.join(map(str, collapsed))} "
+                            f"was degenerate on validation ({by_seed[collapsed[0]]['eval']['degenerate']}); "
+                            f"the cell includes it")
         rows.append({"method": label, "budget": budget, "mean": mean, "error": err,
-                     "seeds": seeds, "missing_seeds": missing, "units": len(names)})
+                     "seeds": seeds, "missing_seeds": missing, "degenerate_seeds": collapsed, "units": len(names)})
     for budget in budgets:
         at = [r for r in rows if r["budget"] == budget and not math.isnan(r["mean"])]
         best = (min if lower_better else max)((r["mean"] for r in at), default=float("nan"))
@@ -232,13 +237,19 @@ def _text(table, r) -> str:
     """One cell: mean ± error in display units, a dagger when seeds are missing."""
     scale = METRICS[table.get("metric", "dice")][2]
     text = f"{scale * r['mean']:.1f} ± {scale * r['error']:.1f}"
-    return text + ("†" if r.get("missing_seeds") else "")
+    return text + ("†" if r.get("missing_seeds") else "") + ("‡" if r.get("degenerate_seeds") else "")
 
 
 def _footnote(table) -> str:
-    if not any(r.get("missing_seeds") for r in table["rows"]):
-        return ""
-    return f"† fewer seeds than the {len(table['seeds'])} found elsewhere ({', '.join(map(str, table['seeds']))})"
+    notes = []
+    if any(r.get("missing_seeds") for r in table["rows"]):
+        notes.append(f"† fewer seeds than the {len(table['seeds'])} found elsewhere "
+                     f"({', '.join(map(str, table['seeds']))})")
+    if any(r.get("degenerate_seeds") for r in table["rows"]):
+        notes.append("‡ includes a collapsed model (a class predicted nowhere on validation): "
+                     + "; ".join(f"{r['method']} {r['budget']:g}% seed {', '.join(map(str, r['degenerate_seeds']))}"
+                                 for r in table["rows"] if r.get("degenerate_seeds")))
+    return "\n\n".join(notes)
 
 
 def _cell(table, label, budget) -> Optional[Dict]:
@@ -265,11 +276,12 @@ def write_csv(table, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["method", "budget_percent", f"mean_{table.get('metric', 'dice')}", "error", "best", "seeds",
-                    "missing_seeds", "units"])
+                    "missing_seeds", "degenerate_seeds", "units"])
         for r in table["rows"]:
             w.writerow([r["method"], f"{r['budget']:g}", f"{r['mean']:.6f}", f"{r['error']:.6f}",
                         int(r["best"]), " ".join(map(str, r["seeds"])),
-                        " ".join(map(str, r.get("missing_seeds", []))), r["units"]])
+                        " ".join(map(str, r.get("missing_seeds", []))),
+                        " ".join(map(str, r.get("degenerate_seeds", []))), r["units"]])
 
 
 def plot(table, path: Path, title: Optional[str] = None) -> None:

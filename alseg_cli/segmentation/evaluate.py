@@ -137,7 +137,9 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
                              inputs={"dataset": store.path, "model": Path(model) / "manifest.json"},
                              outputs={"eval": out, "predictions": pred_dir} if out else {"predictions": pred_dir},
                              device=str(dev), model_name=config["model"],
-                             best_member=manifest_in["best_member"], **result)
+                             best_member=manifest_in["best_member"],
+                             # a model whose best checkpoint was degenerate on validation stays flagged
+                             degenerate=manifest_in.get("degenerate"), **result)
     if out is not None:
         write_json(out, manifest, force=force)
     return manifest

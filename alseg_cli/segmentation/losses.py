@@ -24,14 +24,14 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5)
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def full_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """UNet loss 0.5 * (CE + Dice)."""
-    return 0.5 * (F.cross_entropy(logits, target.long()) + soft_dice_loss(logits.softmax(1), target))
+def full_loss(logits: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
+    """UNet loss 0.5 * (CE + Dice); ``weight``: optional per-class CE weights."""
+    return 0.5 * (F.cross_entropy(logits, target.long(), weight=weight) + soft_dice_loss(logits.softmax(1), target))
 
 
-def partial_ce(logits: torch.Tensor, scribble: torch.Tensor, unannotated: int) -> torch.Tensor:
+def partial_ce(logits: torch.Tensor, scribble: torch.Tensor, unannotated: int, weight=None) -> torch.Tensor:
     """Cross-entropy over annotated pixels only (mean over them)."""
-    return F.cross_entropy(logits, scribble.long(), ignore_index=int(unannotated))
+    return F.cross_entropy(logits, scribble.long(), weight=weight, ignore_index=int(unannotated))
 
 
 def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, beta: float) -> torch.Tensor:
@@ -41,9 +41,10 @@ def mixed_pseudo_label(p1: torch.Tensor, p2: torch.Tensor, beta: float) -> torch
 
 
 def dmpls_loss(logits1: torch.Tensor, logits2: torch.Tensor, scribble: torch.Tensor, unannotated: int,
-               beta: float) -> torch.Tensor:
+               beta: float, weight=None) -> torch.Tensor:
     """DMPLS loss of Luo et al. 2022 with the given mixing weight ``beta``."""
     p1, p2 = logits1.softmax(1), logits2.softmax(1)
-    pce = 0.5 * (partial_ce(logits1, scribble, unannotated) + partial_ce(logits2, scribble, unannotated))
+    pce = 0.5 * (partial_ce(logits1, scribble, unannotated, weight)
+                 + partial_ce(logits2, scribble, unannotated, weight))
     pl = mixed_pseudo_label(p1, p2, beta)
     return pce + 0.5 * 0.5 * (soft_dice_loss(p1, pl) + soft_dice_loss(p2, pl))

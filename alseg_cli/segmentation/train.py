@@ -30,7 +30,8 @@ from .augment import augment_batch
 from .labels import check_compatible, resolve_labels
 from .losses import dmpls_loss, full_loss
 from .nets import NETWORKS, build_network
-from .validate import validation_dice, write_curve_png
+from .recipe import BatchSampler, check_recipe, class_weights, lr_at, make_optimizer
+from .validate import validation_scores, write_curve_png
 
 PAPER_ITERATIONS = 60000
 
@@ -44,11 +45,20 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
               resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
               backbone_weights=None, train_split: str = "train", val_split: str = "val",
-              allow_other_dataset: bool = False, only_members=None, progress=True) -> Dict:
+              allow_other_dataset: bool = False, only_members=None, progress=True,
+              optimizer: str = "sgd", warmup: int = 0, sampler: str = "uniform", class_weights: str = "none",
+              augment: str = "paper", retries: int = 0, min_val_dice: float = None) -> Dict:
     """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
     validation is the model's. ``only_members``: train just those members into the partial
     state (for members trained in parallel) and return their records; a later call with
-    ``resume`` finds them done and assembles the model."""
+    ``resume`` finds them done and assembles the model.
+
+    Recipe (recipe.py; the defaults are the paper's): ``optimizer`` sgd | adamw, ``warmup``
+    iterations of linear warm-up, ``sampler`` uniform | foreground, ``class_weights`` none |
+    balanced, ``augment`` paper | none. ``retries``: a member whose best checkpoint is
+    degenerate (a foreground class of the validation masks predicted nowhere, or best val Dice
+    under ``min_val_dice``) is trained again from seed + RETRY_STRIDE * attempt, up to
+    ``retries`` times; every attempt is recorded in the member's record."""
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -80,6 +90,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             raise AlsegError(f"{name} {value}: must be at least 1")
     if iterations is not None and int(iterations) < 1:
         raise AlsegError(f"--iterations {iterations}: must be at least 1")
+    check_recipe(optimizer, sampler, class_weights, augment, warmup, retries)
     lab_idx = resolve_labels(labels, store, train_split, allow_other_dataset)
     val_idx = store.indices(val_split)
     n_pool = int((store.split == train_split).sum())
@@ -91,12 +102,14 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     config = {"model": model, "supervision": supervision, "in_channels": store.channels,
               "num_classes": store.num_classes, "size": store.size, "base_channels": int(base_channels),
               "unannotated": store.unannotated, "classes": store.attrs.get("classes")}
+    recipe = {"optimizer": optimizer, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
+              "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
             "lr": lr, "seed": seed, "device": str(dev), "val_every": val_every, "ensemble": ensemble,
             "base_channels": base_channels, "train_split": train_split, "val_split": val_split,
             "backbone_weights": str(backbone_weights) if backbone_weights else None,
             "allow_other_dataset": bool(allow_other_dataset),
-            "labeled_count": int(len(lab_idx)), "pool_size": n_pool}
+            "labeled_count": int(len(lab_idx)), "pool_size": n_pool, **recipe}
     if resume and final.exists() and (final / "manifest.json").exists():
         done = load_manifest(final / "manifest.json", expect=["model"])
         check_compatible(done, store, final)
@@ -129,17 +142,19 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     for m in range(int(ensemble)):
         if only_members is not None and m not in only_members:
             continue
-        members.append(_train_member(work / f"member{m}", config, images, targets, val, fill, int(seed) + m,
-                                     iterations, int(batch_size), float(lr), int(val_every), dev,
-                                     backbone_weights, reporter, f"member {m + 1}/{ensemble}"))
+        members.append(_train_with_retries(work, m, config, recipe, images, targets, val, fill, int(seed) + m,
+                                           iterations, int(batch_size), float(lr), int(val_every), dev,
+                                           backbone_weights, reporter, f"member {m + 1}/{ensemble}"))
     if only_members is not None:
         return {"kind": "members", "members": members}
-    best = int(np.argmax([mb["best_val_dice"] for mb in members]))
+    # the best member on validation, a non-degenerate one where there is one
+    best = int(np.argmax([mb["best_val_dice"] - (2.0 if mb.get("degenerate") else 0.0) for mb in members]))
     manifest = make_manifest(
         "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
         outputs={"model_dir": final}, seed=seed, device=str(dev),
         model=model, num_classes=store.num_classes, size=store.size, in_channels=store.channels,
         best_member=best, members=members, labeled=store.slice_ids[lab_idx].tolist(),
+        degenerate=members[best].get("degenerate"),
         train_seconds=round(time.time() - t0, 3))
     save_manifest(work / "manifest.json", manifest)
     with atomic_path(final, force=True) as tmp:
@@ -151,7 +166,39 @@ def _is_file(labels) -> bool:
     return isinstance(labels, (str, os.PathLike)) and str(labels) != "all" and Path(str(labels)).is_file()
 
 
-def _train_member(mdir: Path, config, images, targets, val, fill, seed, iterations, batch_size, lr,
+RETRY_STRIDE = 100_003     # retry seeds: far from the next members' (seed + m) and rounds' seeds
+
+
+def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val, fill, seed, iterations,
+                        batch_size, lr, val_every, dev, backbone_weights, reporter, label) -> Dict:
+    """Member m, trained again from another seed while its best checkpoint is degenerate."""
+    attempts = []
+    for attempt in range(recipe["retries"] + 1):
+        name = f"member{m}" if attempt == 0 else f"member{m}.retry{attempt}"
+        rec = _train_member(work / name, config, recipe, images, targets, val, fill,
+                            seed + RETRY_STRIDE * attempt, iterations, batch_size, lr, val_every, dev,
+                            backbone_weights, reporter, label if attempt == 0 else f"{label} retry {attempt}")
+        floor = recipe.get("min_val_dice")
+        if rec.get("degenerate") is None and floor is not None and rec["best_val_dice"] < floor:
+            rec = {**rec, "degenerate": f"best val Dice {rec['best_val_dice']:.3f} under the floor {floor:.3f}"}
+        attempts.append({"seed": rec["seed"], "dir": rec["dir"], "best_val_dice": rec["best_val_dice"],
+                         "degenerate": rec.get("degenerate")})
+        if rec.get("degenerate") is None:
+            break
+        reporter.note(f"{label}: seed {rec['seed']} is degenerate ({rec['degenerate']})"
+                      + ("; retrying from another seed" if attempt < recipe["retries"] else ""))
+    if len(attempts) > 1:
+        # the kept attempt: the first healthy one, else the best on validation
+        healthy = [a for a in attempts if a["degenerate"] is None]
+        keep = healthy[0] if healthy else max(attempts, key=lambda a: a["best_val_dice"])
+        rec = json.loads((work / keep["dir"] / "done.json").read_text())
+        if keep["degenerate"] and not rec.get("degenerate"):
+            rec["degenerate"] = keep["degenerate"]
+        rec["attempts"] = attempts
+    return rec
+
+
+def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, iterations, batch_size, lr,
                   val_every, dev, backbone_weights, reporter, label) -> Dict:
     if (mdir / "done.json").exists():  # finished before an interruption
         return json.loads((mdir / "done.json").read_text())
@@ -162,9 +209,12 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     # channels-last where the network prefers it: 15-30 % more it/s on CPU (bench-train)
     fmt = torch.channels_last if getattr(net, "prefers_channels_last", False) else torch.contiguous_format
     net = net.to(memory_format=fmt)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    opt = make_optimizer(recipe["optimizer"], net.parameters(), lr)
     gen = torch_generator(seed)
-    it, curve, best, best_it, seconds, val_seconds = 0, [], -1.0, 0, 0.0, 0.0
+    sample = BatchSampler(recipe["sampler"], targets, list(range(1, config["num_classes"])))
+    weights = class_weights(recipe["class_weights"], targets, config["num_classes"],
+                            ignore=config["unannotated"] if config["model"] == "dmpls" else None)
+    it, curve, best, best_it, seconds, val_seconds, best_why = 0, [], -1.0, 0, 0.0, 0.0, None
     if (mdir / "last.pt").exists():
         ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
         net.load_state_dict(ck["state_dict"])
@@ -173,6 +223,7 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
         torch.set_rng_state(ck["torch_rng"])
         it, curve, best, best_it, seconds = ck["iteration"], ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["seconds"]
         val_seconds = ck.get("val_seconds", 0.0)
+        best_why = ck.get("best_degenerate")
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     dmpls = config["model"] == "dmpls"
@@ -183,18 +234,20 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
     try:
         while it < iterations:
             net.train()
-            pick = torch.randint(0, n, (batch_size,), generator=gen)
-            x, y = augment_batch(images[pick], targets[pick], gen, fill=fill)
+            pick = sample(batch_size, gen)
+            x, y = images[pick], targets[pick]
+            if recipe["augment"] == "paper":
+                x, y = augment_batch(x, y, gen, fill=fill)
             beta = float(torch.rand(1, generator=gen))
             x, y = x.to(dev).contiguous(memory_format=fmt), y.to(dev).long()
             for group in opt.param_groups:
-                group["lr"] = lr * (1.0 - it / iterations) ** 0.9
+                group["lr"] = lr_at(it, iterations, lr, recipe["warmup"])
             with torch.autocast(dev.type, enabled=amp):
                 if dmpls:
                     out1, out2 = net.forward_both(x)
-                    loss = dmpls_loss(out1.float(), out2.float(), y, config["unannotated"], beta)
+                    loss = dmpls_loss(out1.float(), out2.float(), y, config["unannotated"], beta, weights)
                 else:
-                    loss = full_loss(net(x).float(), y)
+                    loss = full_loss(net(x).float(), y, weights)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -203,17 +256,17 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
                 t_val = time.time()
-                vd = validation_dice(net, *val, config["num_classes"], dev)
+                vd, why = validation_scores(net, *val, config["num_classes"], dev)
                 val_seconds += time.time() - t_val
                 elapsed = time.time() - start
                 curve.append({"iteration": it, "loss": float(np.mean(losses)), "val_dice": vd,
-                              "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3)})
+                              "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3), "degenerate": why})
                 losses = []
                 if vd > best:
-                    best, best_it = vd, it
+                    best, best_it, best_why = vd, it, why
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
                                 "val_dice": vd}, mdir / "best.pt")
-                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config)
+                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config, best_why)
                 reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
                               f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
             rate = it / max(1e-9, time.time() - start)
@@ -229,14 +282,16 @@ def _train_member(mdir: Path, config, images, targets, val, fill, seed, iteratio
             "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3),
             # training speed without the validation passes (what the benchmark compares)
             "validation_seconds": round(val_seconds, 3), "channels_last": fmt is torch.channels_last,
+            "degenerate": best_why,
             "train_it_per_s": round(it / max(1e-9, seconds - val_seconds), 3)}
     write_json(mdir / "done.json", done)
     return done
 
 
-def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, val_seconds, config):
+def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, val_seconds, config, best_why):
     tmp = mdir / "last.pt.tmp"
     torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "iteration": it, "curve": curve, "best_val_dice": best,
-                "best_iteration": best_it, "seconds": seconds, "val_seconds": val_seconds, "config": config}, tmp)
+                "best_iteration": best_it, "seconds": seconds, "val_seconds": val_seconds, "config": config,
+                "best_degenerate": best_why}, tmp)
     os.replace(tmp, mdir / "last.pt")

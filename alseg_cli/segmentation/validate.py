@@ -7,11 +7,13 @@ volumes. ``alseg evaluate`` measures at native resolution instead.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..metrics.dice import dice_per_class
+from .recipe import degenerate
 
 
 @torch.no_grad()
@@ -23,12 +25,13 @@ def predict_labels(net, images: torch.Tensor, device, batch_size: int = 16) -> n
     return torch.cat(out).numpy().astype(np.uint8)
 
 
-def validation_dice(net, images: torch.Tensor, masks: np.ndarray, volumes: np.ndarray, num_classes: int,
-                    device) -> float:
+def validation_scores(net, images: torch.Tensor, masks: np.ndarray, volumes: np.ndarray, num_classes: int,
+                      device) -> Tuple[float, Optional[str]]:
+    """(validation Dice, why the prediction is degenerate or None)."""
     pred = predict_labels(net, images, device)
     classes = list(range(1, num_classes))
     per_volume = [dice_per_class(pred[volumes == v], masks[volumes == v], classes) for v in np.unique(volumes)]
-    return float(np.mean(np.mean(per_volume, axis=0)))
+    return float(np.mean(np.mean(per_volume, axis=0))), degenerate(pred, masks, num_classes)
 
 
 def write_curve_png(curve, path: Path, title: str = "") -> None:

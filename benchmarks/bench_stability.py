@@ -1,0 +1,177 @@
+"""Do round models collapse? The demo's round models over many seeds, per training recipe.
+
+    python benchmarks/bench_stability.py [--seeds 5] [--recipes today,quick] [--methods random,coreset,gcl-coreset]
+                                         [--jobs 2] [--out /tmp/stability]
+
+The demo's setting (examples/demo.toml): phantoms at 64 px (`alseg prep phantoms`), budgets
+5/10/20 % of the train pool, chained picks per seed, an 8-channel UNet per round trained for
+150 iterations with seed = chain seed x 1000 + round (the loop's pairing). random, coreset
+(pixels) and gcl-coreset (a 1-epoch GCL encoder at 32 px per seed, as the demo) pick without
+a model, so their picks are computed once and every recipe trains on the same slices.
+
+Per recipe it prints the number of collapsed models (best checkpoint degenerate on
+validation: a foreground class present in the validation masks predicted nowhere), which
+classes died, validation Dice (what the recipe is chosen on) and test Dice (reported, never
+used to choose), their spread over seeds, retries, and CPU seconds per model. Finished
+models under --out are reused, so a rerun resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+BUDGETS = (5, 10, 20)
+DEMO = {"iterations": 150, "base_channels": 8, "batch_size": 6, "val_every": 200, "lr": 0.01}
+
+# name -> train_seg options over the demo's; "today" is the demo's recipe before this diagnostic
+RECIPES = {
+    "today": {},
+    "val25": {"val_every": 25},
+    "lr0.05": {"lr": 0.05, "val_every": 25},
+    "lr0.1": {"lr": 0.1, "val_every": 25},
+    "warmup": {"lr": 0.05, "warmup": 15, "val_every": 25},
+    "adamw": {"optimizer": "adamw", "lr": 0.003, "val_every": 25},
+    "fg-batches": {"sampler": "foreground", "val_every": 25},
+    "balanced": {"class_weights": "balanced", "val_every": 25},
+    "no-augment": {"augment": "none", "val_every": 25},
+    "quick": {"lr": 0.05, "warmup": 15, "sampler": "foreground", "val_every": 25, "retries": 2},
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def make_picks(store, out: Path, seeds, methods):
+    """Chained selections per (method, seed) at BUDGETS; returns {(method, seed, pct): path}."""
+    from alseg_cli.api import embed, pretrain, select
+
+    picks = {}
+    pixels = out / "emb-pixels.zarr"
+    if "coreset" in methods and not pixels.exists():
+        embed(store, pixels, encoder="pixels", progress=False)
+    for seed in seeds:
+        emb = {"random": None, "coreset": pixels}
+        if "gcl-coreset" in methods:
+            enc, gcl = out / f"enc-seed{seed}", out / f"emb-gcl-seed{seed}.zarr"
+            if not (enc / "encoder.pt").exists():
+                pretrain(store, enc, seed=seed, epochs=1, size=32, device="cpu", progress=False, force=True)
+            if not gcl.exists():
+                embed(store, gcl, encoder=str(enc), progress=False)
+            emb["gcl-coreset"] = gcl
+        for method in methods:
+            prev = None
+            for r, pct in enumerate(BUDGETS):
+                path = out / "picks" / method / f"seed{seed}" / f"round{pct}.json"
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    select(method=method, budget=f"{pct}%", dataset=store, embeddings=emb[method],
+                           labeled=prev, seed=seed * 1000 + r, out=path, device="cpu")
+                picks[(method, seed, pct)] = path
+                prev = path
+    return picks
+
+
+def train_one(job):
+    """Train and evaluate one round model (a worker process, one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from alseg_cli.api import evaluate, train_seg
+
+    store, sel, out, seed, options = job
+    out = Path(out)
+    if not (out / "eval.json").exists():
+        t = time.process_time()
+        m = train_seg(store, str(sel), out / "model", seed=seed, device="cpu", progress=False, force=True,
+                      **options)
+        e = evaluate(store, out / "model", split="test", device="cpu", progress=False, hd95=False)
+        record = {"seconds": time.process_time() - t, "model": m, "test_dice": e["mean_dice"],
+                  "test_per_class": {k: v["dice"] for k, v in e["per_class"].items()}}
+        (out / "eval.json").write_text(json.dumps(record))
+    return json.loads((out / "eval.json").read_text())
+
+
+def summarise(name, records):
+    best = [r["model"]["members"][r["model"]["best_member"]] for r in records]
+    collapsed = [b for b in best if b.get("degenerate")]
+    dead = {}
+    for b in collapsed:
+        dead[b["degenerate"]] = dead.get(b["degenerate"], 0) + 1
+    retried = sum(len(b.get("attempts", [])) > 1 for b in best)
+    val = np.array([b["best_val_dice"] for b in best]) * 100
+    test = np.array([r["test_dice"] for r in records]) * 100
+    return {"recipe": name, "models": len(records), "collapsed": len(collapsed), "retried": retried,
+            "why": dead, "val_mean": val.mean(), "val_sd": val.std(ddof=1) if val.size > 1 else 0.0,
+            "test_mean": test.mean(), "test_sd": test.std(ddof=1) if test.size > 1 else 0.0,
+            "test_min": test.min(), "cpu_s": float(np.mean([r["seconds"] for r in records]))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--recipes", default="today,quick", help=f"of {', '.join(RECIPES)}")
+    p.add_argument("--methods", default="random,coreset,gcl-coreset")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--out", default="/tmp/alseg-stability")
+    a = p.parse_args(argv)
+    recipes = a.recipes.split(",")
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        p.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    import torch
+
+    torch.set_num_threads(1)
+    from alseg_cli.prep import write_phantom_store
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "data.zarr"
+    if not store.exists():
+        write_phantom_store(store, size=64)            # what `alseg prep phantoms --size 64` writes
+    seeds, methods = list(range(a.seeds)), a.methods.split(",")
+    log(f"picks for {len(methods)} methods x {len(seeds)} seeds x budgets {BUDGETS} ...")
+    picks = make_picks(store, out, seeds, methods)
+    jobs, keys = [], []
+    for name in recipes:
+        options = {**DEMO, **RECIPES[name]}
+        for (method, seed, pct), sel in picks.items():
+            r = BUDGETS.index(pct)
+            jobs.append((str(store), str(sel), str(out / "models" / name / method / f"seed{seed}" / f"round{pct}"),
+                         seed * 1000 + r, options))
+            keys.append((name, method, seed, pct))
+    log(f"{len(jobs)} round models on {a.jobs} process(es) ...")
+    t0 = time.time()
+    with ProcessPoolExecutor(a.jobs) as pool:
+        records = list(pool.map(train_one, jobs))
+    log(f"done in {time.time() - t0:.0f} s")
+    rows = [summarise(n, [rec for k, rec in zip(keys, records) if k[0] == n]) for n in recipes]
+    print(f"| recipe | models | collapsed | retried | val Dice mean ± sd | test Dice mean ± sd | test min | "
+          f"CPU s/model | collapse reasons |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        why = "; ".join(f"{k}: {v}" for k, v in r["why"].items()) or "-"
+        print(f"| {r['recipe']} | {r['models']} | {r['collapsed']} | {r['retried']} | {r['val_mean']:.1f} ± "
+              f"{r['val_sd']:.1f} | {r['test_mean']:.1f} ± {r['test_sd']:.1f} | {r['test_min']:.1f} | "
+              f"{r['cpu_s']:.1f} | {why} |")
+    # per method and budget: test Dice over seeds for each recipe (does it rise with the budget?)
+    print("\n| recipe | method | " + " | ".join(f"{b} %" for b in BUDGETS) + " |")
+    print("|---|---|" + "---|" * len(BUDGETS))
+    for n in recipes:
+        for method in methods:
+            cells = []
+            for pct in BUDGETS:
+                d = [rec["test_dice"] * 100 for k, rec in zip(keys, records) if k[:2] == (n, method) and k[3] == pct]
+                cells.append(f"{np.mean(d):.1f} (min {np.min(d):.1f})")
+            print(f"| {n} | {method} | " + " | ".join(cells) + " |")
+    (out / f"summary-{'-'.join(recipes)}.json").write_text(json.dumps(rows, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
