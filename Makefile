@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-typiclust acdc-quick acdc-paper clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust acdc-quick acdc-paper clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -40,6 +40,10 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 m
 
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
+
+bench-stability: install  ## collapsed round models per training recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets (~25 min); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (~30 min more)
+	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
+	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
 
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)

@@ -20,8 +20,10 @@ pretrain does. Prints one JSON line on stdout; a table on stderr.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -189,6 +191,7 @@ def main(argv=None):
     dev = resolve_device(args.device)
     amp = dev.type == "cuda"
     tmp = Path(tempfile.mkdtemp(prefix="alseg-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)           # temporary stores go when the run ends
     dataset = args.dataset
     if dataset is None:
         from alseg_cli.prep import write_phantom_store

@@ -22,7 +22,9 @@ Prints a Markdown table on stdout; progress on stderr.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -178,6 +180,7 @@ def bench_methods(acdc, device, mc_samples=40):
 
     ds = DatasetStore(acdc)
     tmp = Path(tempfile.mkdtemp(prefix="bench_select_"))
+    atexit.register(shutil.rmtree, tmp, True)           # temporary stores go when the run ends
     imgs = torch.from_numpy(ds.images())
     vec = F.interpolate(imgs, size=(32, 32), mode="area").reshape(len(ds), -1).numpy()
     write_embeddings(tmp / "emb.zarr", vec, ds.slice_ids.tolist(),

@@ -40,7 +40,11 @@ RECIPES = {
     "fg-batches": {"sampler": "foreground", "val_every": 25},
     "balanced": {"class_weights": "balanced", "val_every": 25},
     "no-augment": {"augment": "none", "val_every": 25},
-    "quick": {"lr": 0.05, "warmup": 15, "sampler": "foreground", "val_every": 25, "retries": 2},
+    "lr0.1-balanced": {"lr": 0.1, "class_weights": "balanced", "val_every": 25},
+    "lr0.1-balanced-fg": {"lr": 0.1, "class_weights": "balanced", "sampler": "foreground", "val_every": 25},
+    "lr0.05-balanced": {"lr": 0.05, "class_weights": "balanced", "val_every": 25},
+    # chosen on validation Dice among the above (0 collapses, highest val mean): examples/demo.toml
+    "quick": {"lr": 0.05, "class_weights": "balanced", "val_every": 25, "retries": 2},
 }
 
 
@@ -92,8 +96,12 @@ def train_one(job):
         m = train_seg(store, str(sel), out / "model", seed=seed, device="cpu", progress=False, force=True,
                       **options)
         e = evaluate(store, out / "model", split="test", device="cpu", progress=False, hd95=False)
+        best = m["members"][m["best_member"]]
+        curve = json.loads((out / "model" / best["dir"] / "curve.json").read_text())
+        # when every validation class is first predicted somewhere (None: never, by the last validation)
+        alive = next((c["iteration"] for c in curve if not c.get("degenerate")), None)
         record = {"seconds": time.process_time() - t, "model": m, "test_dice": e["mean_dice"],
-                  "test_per_class": {k: v["dice"] for k, v in e["per_class"].items()}}
+                  "test_per_class": {k: v["dice"] for k, v in e["per_class"].items()}, "alive_at": alive}
         (out / "eval.json").write_text(json.dumps(record))
     return json.loads((out / "eval.json").read_text())
 
@@ -107,10 +115,48 @@ def summarise(name, records):
     retried = sum(len(b.get("attempts", [])) > 1 for b in best)
     val = np.array([b["best_val_dice"] for b in best]) * 100
     test = np.array([r["test_dice"] for r in records]) * 100
+    alive = [r.get("alive_at") for r in records if r.get("alive_at") is not None]
     return {"recipe": name, "models": len(records), "collapsed": len(collapsed), "retried": retried,
+            "alive_median": float(np.median(alive)) if alive else float("nan"),
             "why": dead, "val_mean": val.mean(), "val_sd": val.std(ddof=1) if val.size > 1 else 0.0,
             "test_mean": test.mean(), "test_sd": test.std(ddof=1) if test.size > 1 else 0.0,
             "test_min": test.min(), "cpu_s": float(np.mean([r["seconds"] for r in records]))}
+
+
+ACDC_QUICK = {"iterations": 300, "base_channels": 16, "batch_size": 6, "lr": 0.1}   # the loop's quick preset
+ACDC_RECIPES = {"today": {}, "quick": {"class_weights": "balanced", "val_every": 50, "retries": 2}}
+
+
+def acdc_spread(acdc_dir: Path, out: Path, seeds, recipes, jobs: int, budget: str = "5%"):
+    """ACDC at 128 px, one fixed random selection: how much does the training seed alone move
+    test Dice? One model per (recipe, seed) at the quick preset's round settings."""
+    import subprocess
+
+    from alseg_cli.api import select
+
+    store = out / "acdc128.zarr"
+    if not store.exists():
+        split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
+        (out / "acdc_split.json").write_text(json.dumps(split))
+        subprocess.run([sys.executable, "-m", "alseg_cli", "prep", str(acdc_dir), "-o", str(store), "--size", "128",
+                        "--split-file", str(out / "acdc_split.json"), "--unannotated", "4"], check=True,
+                       stdout=subprocess.DEVNULL)
+    sel = out / f"acdc-random-{budget.rstrip('%')}.json"
+    if not sel.exists():
+        select(method="random", budget=budget, dataset=store, seed=0, out=sel)
+    jobs_ = [(str(store), str(sel), str(out / "acdc-models" / name / f"seed{s}"), s,
+              {**ACDC_QUICK, **ACDC_RECIPES[name]}) for name in recipes for s in seeds]
+    log(f"ACDC: {len(jobs_)} models (picks fixed: random {budget}, seed 0) ...")
+    with ProcessPoolExecutor(jobs) as pool:
+        records = list(pool.map(train_one, jobs_))
+    print(f"\n| ACDC 128 px, random {budget} fixed | models | collapsed | test Dice per seed | mean | sd over seeds "
+          f"| CPU s/model |\n|---|---|---|---|---|---|---|")
+    for name in recipes:
+        recs = [r for j, r in zip(jobs_, records) if j[2].split("/")[-2] == name]
+        d = np.array([r["test_dice"] * 100 for r in recs])
+        n_bad = sum(bool(r["model"]["members"][r["model"]["best_member"]].get("degenerate")) for r in recs)
+        print(f"| {name} | {len(recs)} | {n_bad} | {' / '.join(f'{v:.1f}' for v in d)} | {d.mean():.1f} | "
+              f"{d.std(ddof=1):.1f} | {np.mean([r['seconds'] for r in recs]):.0f} |")
 
 
 def main(argv=None):
@@ -120,6 +166,9 @@ def main(argv=None):
     p.add_argument("--methods", default="random,coreset,gcl-coreset")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="/tmp/alseg-stability")
+    p.add_argument("--acdc", type=Path, help="ACDC folder: also the training-seed spread at 5 %% on ACDC 128 px")
+    p.add_argument("--acdc-only", action="store_true", help="only the ACDC part")
+    p.add_argument("--acdc-recipes", default="today,quick", help=f"of {', '.join(ACDC_RECIPES)}")
     a = p.parse_args(argv)
     recipes = a.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
@@ -132,6 +181,10 @@ def main(argv=None):
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.acdc is not None and not a.acdc.is_dir():
+        p.error(f"--acdc {a.acdc}: not a folder")
+    if a.acdc is not None and a.acdc_only:
+        return acdc_spread(a.acdc, out, list(range(a.seeds)), a.acdc_recipes.split(","), a.jobs)
     store = out / "data.zarr"
     if not store.exists():
         write_phantom_store(store, size=64)            # what `alseg prep phantoms --size 64` writes
@@ -152,12 +205,13 @@ def main(argv=None):
         records = list(pool.map(train_one, jobs))
     log(f"done in {time.time() - t0:.0f} s")
     rows = [summarise(n, [rec for k, rec in zip(keys, records) if k[0] == n]) for n in recipes]
-    print(f"| recipe | models | collapsed | retried | val Dice mean ± sd | test Dice mean ± sd | test min | "
-          f"CPU s/model | collapse reasons |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| recipe | models | collapsed | retried | every class alive by it. (median) | val Dice mean ± sd | "
+          f"test Dice mean ± sd | test min | CPU s/model | collapse reasons |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         why = "; ".join(f"{k}: {v}" for k, v in r["why"].items()) or "-"
-        print(f"| {r['recipe']} | {r['models']} | {r['collapsed']} | {r['retried']} | {r['val_mean']:.1f} ± "
+        print(f"| {r['recipe']} | {r['models']} | {r['collapsed']} | {r['retried']} | {r['alive_median']:.0f} | "
+              f"{r['val_mean']:.1f} ± "
               f"{r['val_sd']:.1f} | {r['test_mean']:.1f} ± {r['test_sd']:.1f} | {r['test_min']:.1f} | "
               f"{r['cpu_s']:.1f} | {why} |")
     # per method and budget: test Dice over seeds for each recipe (does it rise with the budget?)
@@ -171,6 +225,8 @@ def main(argv=None):
                 cells.append(f"{np.mean(d):.1f} (min {np.min(d):.1f})")
             print(f"| {n} | {method} | " + " | ".join(cells) + " |")
     (out / f"summary-{'-'.join(recipes)}.json").write_text(json.dumps(rows, indent=1, default=float))
+    if a.acdc is not None:
+        acdc_spread(a.acdc, out, list(range(a.seeds)), a.acdc_recipes.split(","), a.jobs)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,22 @@ def test_no_retries_by_default_and_floor(phantom_store, tmp_path, monkeypatch):
     assert "under the floor" in member["degenerate"] and len(member["attempts"]) == 2
     m2 = train_seg(phantom_store, "all", tmp_path / "m2", seed=1, **FAST)
     assert "attempts" not in m2["members"][0]
+
+
+def test_cli_recipe_options_reach_the_manifest_and_bad_ones_are_one_line(phantom_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from alseg_cli.cli.main import app
+
+    runner = CliRunner()
+    base = ["train-seg", str(phantom_store), "--labels", "all", "--iterations", "4", "--val-every", "2",
+            "--base-channels", "4", "--device", "cpu"]
+    r = runner.invoke(app, base + ["-o", str(tmp_path / "m"), "--optimizer", "adamw", "--warmup", "2",
+                                   "--sampler", "foreground", "--class-weights", "balanced", "--augment", "none"])
+    assert r.exit_code == 0, r.output
+    args = json.loads((tmp_path / "m" / "manifest.json").read_text())["args"]
+    assert (args["optimizer"], args["warmup"], args["sampler"], args["class_weights"], args["augment"]) == \
+        ("adamw", 2, "foreground", "balanced", "none")
+    r = runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--sampler", "stratified"])
+    assert r.exit_code != 0 and "--sampler 'stratified': choose uniform, foreground" in r.output
+    assert not (tmp_path / "bad").exists()

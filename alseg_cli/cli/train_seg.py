@@ -23,7 +23,22 @@ def command(
                                              help="Default: max(--min-iterations, 60000 x labelled fraction)."),
     min_iterations: int = typer.Option(500, "--min-iterations", help="Floor of the default iteration count."),
     batch_size: int = typer.Option(6, "--batch-size"),
-    lr: float = typer.Option(0.01, "--lr", help="SGD learning rate (poly decay 0.9)."),
+    lr: float = typer.Option(0.01, "--lr", help="Peak learning rate (poly decay 0.9 after any warm-up)."),
+    optimizer: str = typer.Option("sgd", "--optimizer",
+                                  help="sgd (momentum 0.9, wd 1e-4; the paper's) or adamw (wd 1e-4)."),
+    warmup: int = typer.Option(0, "--warmup", help="Iterations of linear learning-rate warm-up."),
+    sampler: str = typer.Option("uniform", "--sampler",
+                                help="uniform batches, or foreground: half of each batch from labelled "
+                                     "slices that show a foreground class."),
+    class_weights: str = typer.Option("none", "--class-weights",
+                                      help="none, or balanced: CE weights 1/sqrt(class frequency)."),
+    augment: str = typer.Option("paper", "--augment", help="paper (rot90/flip, small rotations) or none."),
+    retries: int = typer.Option(0, "--retries",
+                                help="Retrain a member from another seed while its best checkpoint is "
+                                     "degenerate (a validation class predicted nowhere), up to N times."),
+    min_val_dice: Optional[float] = typer.Option(None, "--min-val-dice",
+                                                 help="With --retries: a best val Dice under this is "
+                                                      "degenerate too."),
     size: Optional[int] = typer.Option(None, "--size", help="Must equal the store's working size (checked)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision when present), cpu, cuda."),
@@ -54,5 +69,7 @@ def command(
                          device=device, val_every=val_every, workers=workers, resume=resume, force=force,
                          ensemble=ensemble, base_channels=base_channels, backbone_weights=backbone_weights,
                          val_split=val_split, allow_other_dataset=allow_other_dataset,
+                         optimizer=optimizer, warmup=warmup, sampler=sampler, class_weights=class_weights,
+                         augment=augment, retries=retries, min_val_dice=min_val_dice,
                          progress=progress_mode())
     emit(manifest)

@@ -25,7 +25,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
         "iterations_per_percent": 30, "min_iterations": 300, "max_iterations": 1500,
         "base_channels": 16, "batch_size": 6, "pretrain_epochs": 5,
-        "train_options": {"lr": 0.1}, "select_options": {"mc_samples": 10},
+        # class-balanced CE, validation every 50 iterations and retries of degenerate models:
+        # chosen with benchmarks/bench_stability.py (README, "Round models that learn")
+        "train_options": {"lr": 0.1, "class_weights": "balanced", "val_every": 50, "retries": 2},
+        "select_options": {"mc_samples": 10},
     },
     "paper": {
         "budgets": [2, 3, 4, 5, 10, 15, 20, 40], "seeds": [0, 1, 2, 3, 4], "models_per_round": 5,
