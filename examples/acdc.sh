@@ -5,7 +5,8 @@
 # Split by patient (data README): train 001-060, validation 061-070, test 071-080.
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
 #        stochastic-batches; budgets 2,3,4,5,10 %; 3 seeds; GCL encoders of 5 epochs at
-#        64 px; a 16-channel UNet/DMPLS per round, 300 iterations at lr 0.1 (the loop's
+#        64 px; a 16-channel UNet/DMPLS per round, 300 iterations at lr 0.1, class-balanced
+#        CE, degenerate models retried from another seed (the loop's
 #        quick preset); 1 model per round (2 for stochastic-batches, see below).
 # paper: 256 px, 100 pretraining epochs, 5 models per round, 5 seeds, budgets
 #        2,3,4,5,10,15,20,40 %, all methods; for a GPU machine (--device auto).

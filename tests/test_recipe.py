@@ -7,7 +7,7 @@ import torch
 
 from alseg_cli.errors import AlsegError
 from alseg_cli.segmentation import train as train_mod
-from alseg_cli.segmentation.recipe import BatchSampler, class_weights, degenerate, lr_at
+from alseg_cli.segmentation.recipe import BatchSampler, ce_weights, degenerate, lr_at
 from alseg_cli.segmentation.train import RETRY_STRIDE, train_seg
 from alseg_cli.store import DatasetStore
 
@@ -38,13 +38,13 @@ def test_foreground_sampler_fills_half_of_each_batch_with_foreground_slices():
 
 def test_balanced_class_weights_inverse_sqrt_frequency():
     t = torch.tensor([[0] * 90 + [1] * 9 + [2] * 1])
-    w = class_weights("balanced", t, 4)
+    w = ce_weights("balanced", t, 4)
     raw = torch.tensor([90, 9, 1]).double().rsqrt()
     raw = torch.cat([raw, raw.max()[None]])              # class 3 absent: the largest weight
     torch.testing.assert_close(w, (raw / raw.mean()).float())
-    assert class_weights("none", t, 4) is None
+    assert ce_weights("none", t, 4) is None
     # scribbles: the unannotated value is not a class
-    w2 = class_weights("balanced", torch.tensor([[0, 1, 4, 4]]), 3, ignore=4)
+    w2 = ce_weights("balanced", torch.tensor([[0, 1, 4, 4]]), 3, ignore=4)
     assert w2.shape == (3,) and torch.isfinite(w2).all()
 
 

@@ -70,7 +70,7 @@ class BatchSampler:
         return pick
 
 
-def class_weights(kind: str, targets: torch.Tensor, num_classes: int, ignore: Optional[int] = None):
+def ce_weights(kind: str, targets: torch.Tensor, num_classes: int, ignore: Optional[int] = None):
     """None, or CE weights proportional to 1 / sqrt(class frequency) in the labelled slices,
     normalised to mean 1 (classes absent from them get the largest weight seen)."""
     if kind == "none":

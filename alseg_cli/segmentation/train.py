@@ -30,7 +30,7 @@ from .augment import augment_batch
 from .labels import check_compatible, resolve_labels
 from .losses import dmpls_loss, full_loss
 from .nets import NETWORKS, build_network
-from .recipe import BatchSampler, check_recipe, class_weights, lr_at, make_optimizer
+from .recipe import BatchSampler, ce_weights, check_recipe, lr_at, make_optimizer
 from .validate import validation_scores, write_curve_png
 
 PAPER_ITERATIONS = 60000
@@ -212,7 +212,7 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
     opt = make_optimizer(recipe["optimizer"], net.parameters(), lr)
     gen = torch_generator(seed)
     sample = BatchSampler(recipe["sampler"], targets, list(range(1, config["num_classes"])))
-    weights = class_weights(recipe["class_weights"], targets, config["num_classes"],
+    weights = ce_weights(recipe["class_weights"], targets, config["num_classes"],
                             ignore=config["unannotated"] if config["model"] == "dmpls" else None)
     it, curve, best, best_it, seconds, val_seconds, best_why = 0, [], -1.0, 0, 0.0, 0.0, None
     if (mdir / "last.pt").exists():
