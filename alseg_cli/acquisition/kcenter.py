@@ -185,6 +185,9 @@ def init_min_distances(x, centres, chunk: int, nearest: bool = False):
     return min_d, slot.index_select(0, best_idx)
 
 
+PRUNE_MIN_POINTS = 20_000      # "auto" prunes on CPU from this many points on
+
+
 def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None, seed: int = 0,
                    device="auto", chunk_size: Optional[int] = None, check: bool = True,
                    update: str = "auto", stats: Optional[dict] = None) -> list:
@@ -195,7 +198,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     centre is drawn with ``np.random.default_rng(seed)`` and counts towards the budget.
     ``chunk_size`` rows per chunk (any value gives the same picks). ``update``: "pruned"
     (triangle-inequality pruning by each point's nearest centre, kcenter_pruned.py; the CPU
-    default), "direct" (every distance as ((x - c)^2).sum; the GPU default), "filtered"
+    default from PRUNE_MIN_POINTS points on, "filtered" below), "direct" (every distance as
+    ((x - c)^2).sum; the GPU default), "filtered"
     (matrix-vector bound, exact recompute of candidates) or "auto"; all give the same picks.
     ``stats``: a dict that receives ``init_s`` and ``loop_s`` (synchronises the GPU to time).
     """
@@ -235,7 +239,9 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
         t0 = clock()
         if update not in ("auto", "direct", "filtered", "pruned"):
             raise AlsegError(f"update {update!r}: choose auto, pruned, direct or filtered")
-        pruned = update == "pruned" or (update == "auto" and dev.type == "cpu")
+        # pruning pays from tens of thousands of points on (bench-select); below, its bookkeeping
+        # costs more than it saves (0.8-0.95x the brute kernel at 5k-9k points)
+        pruned = update == "pruned" or (update == "auto" and dev.type == "cpu" and n >= PRUNE_MIN_POINTS)
         filtered = update == "filtered" or (pruned and dev.type == "cpu")
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
         xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if filtered else None
@@ -251,7 +257,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
             if index is None:
                 _add_centre(x, idx, min_d, buf, chunk, xn, tol)
             else:
-                index.add(x, idx, min_d, chunk, lambda a, b, c, _m: _dense_chunk(x, c, min_d, a, b, xn, tol))
+                index.add(x, idx, min_d, chunk, lambda a, b, c, _m: _dense_chunk(x, c, min_d, a, b, xn, tol),
+                          xn, tol)
         t1 = clock()
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates

@@ -59,12 +59,14 @@ class PrunedCentres:
             out[s:e] = (sq - err).clamp_min(0).sqrt()
         return out
 
-    def add(self, x, idx, min_d, chunk: int, dense_update) -> None:
+    def add(self, x, idx, min_d, chunk: int, dense_update, xn_low=None, tol: float = 0.0) -> None:
         """Add centre x[idx]; ``dense_update(start, stop, c, cand_mask)`` updates a chunk densely
-        and returns the mask of points whose min_d it lowered."""
+        and returns the mask of points whose min_d it lowered; ``xn_low`` (CPU): the brute
+        kernel's lowered squared norms, to filter the candidates the same way."""
         import torch
 
         c = x.index_select(0, idx)[0].float()
+        cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol) if xn_low is not None else 0.0
         test = self.k > 0 and self.skip == 0
         self.skip = max(0, self.skip - 1)
         gap = self._gaps(c, chunk) if test else None
@@ -86,13 +88,20 @@ class PrunedCentres:
                 self.read_rows += stop - start
             else:
                 cand = torch.nonzero(cand_mask).flatten()
-                diff = x[start:stop].index_select(0, cand).float() - c
+                rows = x[start:stop].index_select(0, cand).float()
+                self.read_rows += n_cand
+                if xn_low is not None:
+                    # the brute kernel's matrix-vector bound on the candidates too: only those
+                    # it cannot rule out are recomputed exactly (the same values, fewer passes)
+                    lower = torch.addmv(xn_low[start:stop].index_select(0, cand), rows, c, alpha=-2.0)
+                    maybe = lower + cn_low < md.index_select(0, cand)
+                    cand, rows = cand[maybe], rows[maybe]
+                diff = rows - c
                 exact = (diff * diff).sum(1)
                 better = exact < md.index_select(0, cand)
                 md.index_copy_(0, cand[better], exact[better])
                 moved = torch.zeros_like(cand_mask)
                 moved[cand[better]] = True
-                self.read_rows += n_cand
             self.assign[start:stop][moved] = slot
         if test:      # back off while the test prunes (almost) nothing; reset once it does
             if kept > USELESS * x.shape[0]:
