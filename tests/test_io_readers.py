@@ -169,3 +169,59 @@ def test_dicom_series_folder(tmp_path):
     np.testing.assert_array_equal(raw.data, zyx.transpose(2, 1, 0))
     np.testing.assert_allclose(raw.spacing, (0.8, 0.9, 3.0))
     assert header(Ref("dicom", str(folder)))[0] == (5, 6, 4)
+
+
+def _write_dicom_slice(path, plane, position, orientation="1\\0\\0\\0\\1\\0", series="1.2.3.4", instance=0,
+                       thickness="5.0", spacing=(0.7, 0.7)):
+    img = sitk.GetImageFromArray(plane[None].astype(np.int16))
+    img.SetSpacing((spacing[0], spacing[1], 1.0))
+    s = img[:, :, 0]
+    w = sitk.ImageFileWriter()
+    w.KeepOriginalImageUIDOn()
+    for tag, val in (("0020|000e", series), ("0020|000d", "1.2.3"), ("0008|0060", "CT"),
+                     ("0020|0032", "\\".join(f"{v:g}" for v in position)), ("0020|0013", str(instance)),
+                     ("0020|0037", orientation), ("0018|0050", thickness)):
+        s.SetMetaData(tag, val)
+    w.SetFileName(str(path))
+    w.Execute(s)
+
+
+def test_dicom_folder_is_one_stack_by_position_whatever_the_series_uids(tmp_path):
+    """Files with a different series UID each, names and instance numbers out of anatomical
+    order: one stack sorted by ImagePositionPatient, z spacing from the positions (3 mm) not
+    SliceThickness (5 mm)."""
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    planes = [np.full((6, 5), 10 * k, np.int16) for k in range(4)]
+    zs = [30.0, 21.0, 27.0, 24.0]                      # file k lies at zs[k]
+    for k, (plane, z) in enumerate(zip(planes, zs)):
+        _write_dicom_slice(folder / f"i{k:04d},0000b.dcm", plane, (-10, -20, z), series=f"1.2.3.{k}",
+                           instance=3 - k)
+    raw = read(Ref("dicom", str(folder)))
+    order = np.argsort(zs)                             # anatomical order: 21, 24, 27, 30
+    np.testing.assert_array_equal(raw.data, np.stack([planes[k] for k in order]).transpose(2, 1, 0))
+    np.testing.assert_allclose(raw.spacing, (0.7, 0.7, 3.0))
+    np.testing.assert_allclose(raw.affine[:3, 3], (-10, -20, 21))
+    np.testing.assert_allclose(raw.affine[2, 2], 3.0)
+
+
+def test_dicom_folder_with_several_real_series_is_an_error_naming_them(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for k in range(3):
+        _write_dicom_slice(folder / f"a{k}.dcm", np.zeros((6, 5)), (0, 0, 3.0 * k), series="1.2.3.10")
+    for k in range(2):                                 # a sagittal localiser of another size
+        _write_dicom_slice(folder / f"b{k}.dcm", np.zeros((4, 4)), (3.0 * k, 0, 0), series="1.2.3.11",
+                           orientation="0\\1\\0\\0\\0\\-1")
+    with pytest.raises(AlsegError, match=r"holds 2 DICOM series of different orientation or size "
+                                         r"\(3 slice\(s\) 5x6 .*; 2 slice\(s\) 4x4 .*\); put each series"):
+        read(Ref("dicom", str(folder)))
+
+
+def test_dicom_folder_with_two_slices_at_one_position_is_an_error(tmp_path):
+    folder = tmp_path / "phases"
+    folder.mkdir()
+    for k in range(4):                                 # in- and out-phase interleaved at 2 positions
+        _write_dicom_slice(folder / f"s{k}.dcm", np.zeros((6, 5)), (0, 0, 4.0 * (k // 2)))
+    with pytest.raises(AlsegError, match="lie at the same position: the folder holds more than one series"):
+        read(Ref("dicom", str(folder)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -171,19 +171,104 @@ def _itk_header(ref: Ref):
     return size[:3], spacing[:3]
 
 
-def _read_dicom(ref: Ref) -> RawArray:
+DICOM_TAGS = {"position": "0020|0032", "orientation": "0020|0037", "instance": "0020|0013",
+              "series": "0020|000e", "thickness": "0018|0050"}
+
+
+def _dicom_numbers(reader, tag: str):
+    if not reader.HasMetaDataKey(tag):
+        return None
+    try:
+        return [float(v) for v in reader.GetMetaData(tag).strip().split("\\") if v.strip()]
+    except ValueError:
+        return None
+
+
+def dicom_slices(folder) -> List[Dict]:
+    """Per .dcm file of a folder: path, position, orientation, instance number, size, series UID."""
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    files = reader.GetGDCMSeriesFileNames(ref.path)
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() == ".dcm")
     if not files:
-        raise AlsegError(f"{ref.path}: no DICOM series in this folder")
-    reader.SetFileNames(files)
-    return _itk_to_raw(reader.Execute())
+        raise AlsegError(f"{folder}: no .dcm files in this folder")
+    out = []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(str(f))
+        try:
+            r.ReadImageInformation()
+        except RuntimeError:
+            raise AlsegError(f"{f}: not a readable DICOM file") from None
+        inst = _dicom_numbers(r, DICOM_TAGS["instance"])
+        out.append({"path": f, "position": _dicom_numbers(r, DICOM_TAGS["position"]),
+                    "orientation": _dicom_numbers(r, DICOM_TAGS["orientation"]),
+                    "instance": inst[0] if inst else None, "size": tuple(r.GetSize()[:2]),
+                    "spacing": tuple(float(v) for v in r.GetSpacing()[:2]),
+                    "thickness": (_dicom_numbers(r, DICOM_TAGS["thickness"]) or [None])[0],
+                    "series": r.GetMetaData(DICOM_TAGS["series"]).strip()
+                    if r.HasMetaDataKey(DICOM_TAGS["series"]) else ""})
+    return out
+
+
+def stack_dicom(folder, slices: List[Dict]) -> RawArray:
+    """One volume from DICOM slices, whatever series UIDs they carry: slices of one orientation
+    and size, ordered by position along the slice normal (then instance number, then name);
+    z spacing from the positions. Several real series (orientations or sizes), or two slices at
+    one position, are one-line errors naming what the folder holds."""
+    import SimpleITK as sitk
+
+    def kind(s):
+        o = s["orientation"]
+        return (tuple(round(v, 4) for v in o) if o and len(o) == 6 else None, s["size"])
+
+    groups: Dict = {}
+    for s in slices:
+        groups.setdefault(kind(s), []).append(s)
+    if len(groups) > 1:
+        parts = [f"{len(g)} slice(s) {g[0]['size'][0]}x{g[0]['size'][1]}"
+                 + (f" orientation {','.join(f'{v:g}' for v in k[0])}" if k[0] else "")
+                 + (f" series {g[0]['series'][-12:]}" if g[0]["series"] else "")
+                 for k, g in groups.items()]
+        raise AlsegError(f"{folder}: holds {len(groups)} DICOM series of different orientation or size "
+                         f"({'; '.join(parts)}); put each series in its own folder")
+    orient = slices[0]["orientation"]
+    if orient and len(orient) == 6:
+        row, col = np.asarray(orient[:3]), np.asarray(orient[3:])
+    else:
+        row, col = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    normal = np.cross(row, col)
+    have_pos = all(s["position"] and len(s["position"]) == 3 for s in slices)
+    depth = [float(np.dot(s["position"], normal)) if have_pos else 0.0 for s in slices]
+    order = sorted(range(len(slices)), key=lambda i: (depth[i], slices[i]["instance"] if slices[i]["instance"]
+                                                      is not None else float("inf"), slices[i]["path"].name))
+    slices = [slices[i] for i in order]
+    depth = np.asarray([depth[i] for i in order])
+    if have_pos and len(slices) > 1:
+        gaps = np.diff(depth)
+        if (np.abs(gaps) < 1e-4).any():
+            k = int(np.argmax(np.abs(gaps) < 1e-4))
+            raise AlsegError(f"{folder}: {slices[k]['path'].name} and {slices[k + 1]['path'].name} lie at the "
+                             f"same position: the folder holds more than one series (echoes, phases or "
+                             f"repeats); put each in its own folder")
+        dz = float(np.median(gaps))
+    else:
+        dz = float(slices[0]["thickness"] or 1.0)
+    planes = [sitk.GetArrayFromImage(sitk.ReadImage(str(s["path"])))[..., :, :] for s in slices]
+    arr = np.stack([p.reshape(p.shape[-2:]) for p in planes])          # (z, y, x)
+    sx, sy = slices[0]["spacing"]
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = row * sx, col * sy, normal * dz
+    affine[:3, 3] = slices[0]["position"] if have_pos else 0.0
+    return RawArray(np.ascontiguousarray(arr.transpose(2, 1, 0)), (sx, sy, abs(dz)), affine, False)
+
+
+def _read_dicom(ref: Ref) -> RawArray:
+    return stack_dicom(ref.path, dicom_slices(ref.path))
 
 
 READERS.register("itk", "MHA/MHD/NRRD via SimpleITK", header=_itk_header)(_read_itk)
-READERS.register("dicom", "a folder holding one DICOM series, via SimpleITK")(_read_dicom)
+READERS.register("dicom", "a folder of .dcm slices stacked by position (SimpleITK); several series are an "
+                 "error")(_read_dicom)
 
 
 # ---------------------------------------------------------------- HDF5 (h5py)
