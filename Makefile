@@ -41,14 +41,14 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop (~3 m
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
 
-bench-stability: install  ## collapsed round models per training recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets (~25 min); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (~30 min more)
+bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s: ~10 min on 2 cores); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (10 models of ~165 CPU s: ~15 min more)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
 	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
 
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)
 
-acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured) then weak (~3.5 h est.) supervision on 2 CPU cores
+acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured before the current training recipe and speed-ups; not re-timed) then weak (~3.5 h est.) supervision on 2 CPU cores
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 
