@@ -110,3 +110,12 @@ def test_budgets_are_parsed_once_and_exact():
     assert parse_budget(b[1], None, 1000, 0) == (25, 25) and Budget("+7").total(10, 3) == 10
     with pytest.raises(AlsegError, match="--seeds"):
         resolve_config({"dataset": "d", "seeds": "1%"})
+
+
+def test_option_tables_merge_over_the_preset(tmp_path):
+    from alseg_cli.experiment.config import PRESETS, resolve_config
+
+    cfg = resolve_config({"dataset": str(tmp_path), "preset": "quick", "train_options": {"lr": 0.05}})
+    want = {**PRESETS["quick"]["train_options"], "lr": 0.05}
+    assert cfg["train_options"] == want and cfg["train_options"]["class_weights"] == "balanced"
+    assert resolve_config({"dataset": str(tmp_path), "preset": "paper"})["train_options"] == {}

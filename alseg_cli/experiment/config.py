@@ -20,6 +20,8 @@ from .settings import check_types, is_number
 # Quick: on ACDC at 128 px with 2 % of the slices, a 16-channel UNet at lr 0.1 reaches val
 # Dice ~0.5 in 300 iterations; 8 channels, or lr 0.01 (the paper's, for 60,000 x fraction
 # iterations), still predict background only after 150-300.
+OPTION_TABLES = ("train_options", "select_options", "pretrain_options")
+
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {
         "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
@@ -146,16 +148,22 @@ def encoder_for(template: str, seed: int) -> str:
 
 
 def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -> Dict[str, Any]:
-    """Merge defaults, preset, file and explicit options (None means 'not given')."""
+    """Merge defaults, preset, file and explicit options (None means 'not given'); the
+    ``*_options`` tables merge key by key, later layers winning."""
     given = {k: v for k, v in options.items() if v is not None}
     from_file = load_config_file(config_file) if config_file else {}
     preset = given.get("preset", from_file.get("preset"))
     if preset is not None and preset not in PRESETS:
         raise AlsegError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     cfg = dict(DEFAULTS)
-    cfg.update(PRESETS.get(preset, {}))
-    cfg.update(from_file)
-    cfg.update(given)
+    layers = (PRESETS.get(preset, {}), from_file, given)
+    for layer in layers:
+        cfg.update(layer)
+    # option tables merge key by key (a file's {lr = 0.05} keeps the preset's other train options)
+    for key in OPTION_TABLES:
+        tables = [layer[key] for layer in layers if key in layer]
+        if tables and all(isinstance(t, dict) for t in tables):     # else check_types names the bad one
+            cfg[key] = {k: v for t in tables for k, v in t.items()}
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise AlsegError(f"unknown loop setting(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")

@@ -310,7 +310,7 @@ def list_folders(images: Path, masks: Optional[Path], scribbles: Optional[Path],
 
 # Detection tries the layouts with the most telling structure first: a folder laid out as
 # ACDC or MSD stays so even when a stray .h5 or .csv file sits in it.
-DETECTION_ORDER = ("acdc", "msd", "davis", "hdf5", "table")
+DETECTION_ORDER = ("acdc", "msd", "chaos", "davis", "hdf5", "table")
 
 
 def detection_order() -> Tuple[str, ...]:
@@ -337,5 +337,8 @@ def list_source(source, opts) -> Tuple[str, Listing]:
     for name in detection_order():
         if LAYOUTS.info(name)["detect"](source, opts):
             return name, LAYOUTS.get(name)(source, opts)
-    raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, DAVIS, *.h5, a CSV "
+    raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, CHAOS, DAVIS, *.h5, a CSV "
                      f"table); for plain folders use --images DIR --masks DIR")
+
+
+from . import chaos  # noqa: E402,F401  (registers the CHAOS layout and its mask reader; imports the above)

@@ -210,13 +210,11 @@ def dicom_slices(folder) -> List[Dict]:
     return out
 
 
-def stack_dicom(folder, slices: List[Dict]) -> RawArray:
-    """One volume from DICOM slices, whatever series UIDs they carry: slices of one orientation
-    and size, ordered by position along the slice normal (then instance number, then name);
-    z spacing from the positions. Several real series (orientations or sizes), or two slices at
-    one position, are one-line errors naming what the folder holds."""
-    import SimpleITK as sitk
-
+def order_dicom(folder, slices: List[Dict]) -> List[Dict]:
+    """DICOM slices as one volume, whatever series UIDs they carry: slices of one orientation
+    and size, ordered by position along the slice normal (then instance number, then name).
+    Several real series (orientations or sizes), or two slices at one position, are one-line
+    errors naming what the folder holds."""
     def kind(s):
         o = s["orientation"]
         return (tuple(round(v, 4) for v in o) if o and len(o) == 6 else None, s["size"])
@@ -231,35 +229,52 @@ def stack_dicom(folder, slices: List[Dict]) -> RawArray:
                  for k, g in groups.items()]
         raise AlsegError(f"{folder}: holds {len(groups)} DICOM series of different orientation or size "
                          f"({'; '.join(parts)}); put each series in its own folder")
-    orient = slices[0]["orientation"]
-    if orient and len(orient) == 6:
-        row, col = np.asarray(orient[:3]), np.asarray(orient[3:])
-    else:
-        row, col = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
-    normal = np.cross(row, col)
+    row, col, normal = _dicom_axes(slices[0])
     have_pos = all(s["position"] and len(s["position"]) == 3 for s in slices)
-    depth = [float(np.dot(s["position"], normal)) if have_pos else 0.0 for s in slices]
-    order = sorted(range(len(slices)), key=lambda i: (depth[i], slices[i]["instance"] if slices[i]["instance"]
-                                                      is not None else float("inf"), slices[i]["path"].name))
-    slices = [slices[i] for i in order]
-    depth = np.asarray([depth[i] for i in order])
-    if have_pos and len(slices) > 1:
-        gaps = np.diff(depth)
-        if (np.abs(gaps) < 1e-4).any():
-            k = int(np.argmax(np.abs(gaps) < 1e-4))
-            raise AlsegError(f"{folder}: {slices[k]['path'].name} and {slices[k + 1]['path'].name} lie at the "
-                             f"same position: the folder holds more than one series (echoes, phases or "
-                             f"repeats); put each in its own folder")
-        dz = float(np.median(gaps))
+    for s in slices:
+        s["depth"] = float(np.dot(s["position"], normal)) if have_pos else None
+    out = sorted(slices, key=lambda s: (s["depth"] or 0.0,
+                                        s["instance"] if s["instance"] is not None else float("inf"),
+                                        s["path"].name))
+    for a, b in zip(out, out[1:]):
+        if have_pos and abs(b["depth"] - a["depth"]) < 1e-4:
+            raise AlsegError(f"{folder}: {a['path'].name} and {b['path'].name} lie at the same position: the "
+                             f"folder holds more than one series (echoes, phases or repeats); put each in "
+                             f"its own folder")
+    return out
+
+
+def _dicom_axes(s: Dict):
+    o = s["orientation"]
+    row, col = (np.asarray(o[:3]), np.asarray(o[3:])) if o and len(o) == 6 else (np.eye(3)[0], np.eye(3)[1])
+    return row, col, np.cross(row, col)
+
+
+def dicom_geometry(ordered: List[Dict]):
+    """(spacing, affine) of slices in ``order_dicom`` order: z spacing from the positions
+    (median gap), else SliceThickness, else 1."""
+    row, col, normal = _dicom_axes(ordered[0])
+    depth = [s["depth"] for s in ordered]
+    if len(ordered) > 1 and None not in depth:
+        dz = float(np.median(np.diff(depth)))
     else:
-        dz = float(slices[0]["thickness"] or 1.0)
-    planes = [sitk.GetArrayFromImage(sitk.ReadImage(str(s["path"])))[..., :, :] for s in slices]
-    arr = np.stack([p.reshape(p.shape[-2:]) for p in planes])          # (z, y, x)
-    sx, sy = slices[0]["spacing"]
+        dz = float(ordered[0]["thickness"] or 1.0)
+    sx, sy = ordered[0]["spacing"]
     affine = np.eye(4)
     affine[:3, 0], affine[:3, 1], affine[:3, 2] = row * sx, col * sy, normal * dz
-    affine[:3, 3] = slices[0]["position"] if have_pos else 0.0
-    return RawArray(np.ascontiguousarray(arr.transpose(2, 1, 0)), (sx, sy, abs(dz)), affine, False)
+    affine[:3, 3] = ordered[0]["position"] if None not in depth else 0.0
+    return (sx, sy, abs(dz)), affine
+
+
+def stack_dicom(folder, slices: List[Dict]) -> RawArray:
+    """One (x, y, z) volume from a folder's DICOM slices (``order_dicom``'s order)."""
+    import SimpleITK as sitk
+
+    ordered = order_dicom(folder, slices)
+    planes = [sitk.GetArrayFromImage(sitk.ReadImage(str(s["path"]))) for s in ordered]
+    arr = np.stack([p.reshape(p.shape[-2:]) for p in planes])          # (z, y, x)
+    spacing, affine = dicom_geometry(ordered)
+    return RawArray(np.ascontiguousarray(arr.transpose(2, 1, 0)), spacing, affine, False)
 
 
 def _read_dicom(ref: Ref) -> RawArray:
