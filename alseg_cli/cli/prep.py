@@ -13,8 +13,8 @@ from .common import emit, err_console, handle_errors, progress_mode
 @handle_errors
 def command(
     source: Optional[str] = typer.Argument(
-        None, help="Dataset folder or file (ACDC, MSD/nnU-Net, CHAOS Train_Sets/CT or /MR, DAVIS, *.h5, a CSV table), or "
-                   "'phantoms' for built-in synthetic volumes."),
+        None, help="Dataset folder or file (ACDC, MSD/nnU-Net, CHAOS Train_Sets/CT or /MR, DAVIS, *.h5, "
+                   "a CSV table), or 'phantoms' for built-in synthetic volumes."),
     out: Path = typer.Option(..., "-o", "--out", help="Output dataset store (OUT.zarr); the manifest "
                              "goes to OUT.zarr.manifest.json."),
     size: Optional[int] = typer.Option(None, "--size", help="In-plane working size in pixels "
