@@ -339,6 +339,3 @@ def list_source(source, opts) -> Tuple[str, Listing]:
             return name, LAYOUTS.get(name)(source, opts)
     raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, CHAOS, DAVIS, *.h5, a CSV "
                      f"table); for plain folders use --images DIR --masks DIR")
-
-
-from . import chaos  # noqa: E402,F401  (registers the CHAOS layout and its mask reader; imports the above)
