@@ -52,6 +52,7 @@ def main(argv=None):
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="alternated runs of each path (best counts)")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -70,11 +71,17 @@ def main(argv=None):
         store = DatasetStore(store_path)
         idx = store.indices("train")[: a.batch_size]
         images, masks = torch.from_numpy(store.images(idx)), torch.from_numpy(store.masks(idx))
-        m = train_seg(store_path, "all", Path(tmp) / "model", iterations=a.iterations, val_every=a.iterations,
-                      base_channels=a.base_channels, batch_size=a.batch_size, device=str(device), progress=False)
-        alseg_rate = m["members"][0]["train_it_per_s"]  # validation time excluded
-        plain_rate = plain_loop(images, masks, a.iterations, a.base_channels, store.num_classes, device)
-        cl_rate = plain_loop(images, masks, a.iterations, a.base_channels, store.num_classes, device, True)
+        rates = {"alseg": [], "plain": [], "cl": []}
+        for r in range(a.repeats):          # alternated, best of each: this machine's speed drifts
+            m = train_seg(store_path, "all", Path(tmp) / f"model{r}", iterations=a.iterations,
+                          val_every=a.iterations, base_channels=a.base_channels, batch_size=a.batch_size,
+                          device=str(device), progress=False)
+            rates["alseg"].append(m["members"][0]["train_it_per_s"])  # validation time excluded
+            rates["plain"].append(plain_loop(images, masks, a.iterations, a.base_channels, store.num_classes,
+                                             device))
+            rates["cl"].append(plain_loop(images, masks, a.iterations, a.base_channels, store.num_classes,
+                                          device, True))
+        alseg_rate, plain_rate, cl_rate = (max(rates[k]) for k in ("alseg", "plain", "cl"))
     result = {"device": str(device), "size": store.size, "batch_size": a.batch_size,
               "base_channels": a.base_channels, "iterations": a.iterations, "threads": a.threads,
               "alseg_it_per_s": round(alseg_rate, 3), "plain_it_per_s": round(plain_rate, 3),
