@@ -8,7 +8,9 @@ eval mode and a hook that multiplies by its noise. That frees the passes from th
 layout dropout draws in (so activations can be channels-last, 20-30 % faster on CPU) and
 lets the deterministic prefix before the first dropout (a network's ``mc_split``) run once
 per slice instead of once per pass. Outputs equal the plain loop's to float rounding
-(tested against it).
+(tested against it on CPU). On CUDA, ATen's plain loop uses the fused dropout kernel, whose
+random stream differs; there the masks are ``bernoulli_`` draws too: reproducible per seed,
+not the fused kernel's.
 """
 from __future__ import annotations
 

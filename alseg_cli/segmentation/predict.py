@@ -64,8 +64,9 @@ def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: s
     """Yield (batch_indices, probs (S, b, K, H, W) float32 on CPU) over ``indices`` in order.
 
     mode "softmax": S=1, best member of model_dirs[0]; "mc": S=samples MC-dropout passes of
-    that member (``mc_passes``: the masks of a plain loop of passes); the dropout masks come from a generator seeded with (seed, batch start), so
-    a call is reproducible for a given seed and batch_size; "ensemble": S = every member
+    that member (``mc_passes``: the masks of a plain loop of passes on CPU); the dropout masks
+    come from a generator seeded with (seed, batch start), so a call is reproducible for a
+    given seed and batch_size; "ensemble": S = every member
     of every model dir, in order (members of model_dirs[0] first).
     """
     if isinstance(model_dirs, (str, Path)):
