@@ -10,7 +10,10 @@ and a rerun of the whole command resumes.
 """
 from __future__ import annotations
 
+import os
 import socket
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -47,6 +50,18 @@ def topological(tasks: List[Task]) -> List[Task]:
             done.add(t.key)
         left = [t for t in left if t.key not in done]
     return order
+
+
+def exit_with_parent(parent: int, poll_seconds: float = 1.0) -> None:
+    """Worker initializer: end this worker when the loop that spawned it is gone (killed with
+    SIGTERM or -9, a finally clause never runs), so no orphan keeps training into the run
+    directory beside a resumed run. The killed step restarts on resume, as after kill -9."""
+    def watch():
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def run_task(task_fn, args, threads: int, paths: Tuple[str, ...]):
@@ -87,7 +102,8 @@ def run_local(tasks: List[Task], jobs: int, paths, in_process: Callable[[Task], 
                 continue
             for t in ready[:max(0, jobs - len(running))]:
                 if pool is None:   # spawn: safe with torch threads and CUDA, the same on every platform
-                    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+                    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                               initializer=exit_with_parent, initargs=(os.getpid(),))
                 running[pool.submit(run_task, t.fn, t.args, t.threads, paths)] = t
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
