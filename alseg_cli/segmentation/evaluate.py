@@ -33,7 +33,7 @@ from ..metrics.hd95 import hd95_per_class
 from ..progress import as_reporter
 from ..store import DatasetStore
 from .labels import check_compatible
-from .predict import iter_predictions, read_model_dir
+from .predict import predict_batches, prediction_nets, read_model_dir
 
 
 def to_source_orientation(volume_zhw: np.ndarray, slice_axis: int) -> np.ndarray:
@@ -80,6 +80,7 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
 
     rows, slice_rows, preds = [], [], {}
     present = set()
+    nets = prediction_nets([model], store, "softmax", dev)      # loaded once, not per volume
     reporter = as_reporter(progress)
     reporter.start("evaluate", len(names))
     try:
@@ -88,8 +89,8 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
             if not vi.get("native", False):
                 raise AlsegError(f"{store.path}: volume {name} has no native mask; cannot evaluate it")
             idx = store.volume_slices(name)
-            probs = torch.cat([p[0] for _, p in iter_predictions([model], store, idx, "softmax", device=dev,
-                                                                  batch_size=batch_size)])
+            probs = torch.cat([p[0] for _, p in predict_batches(nets, store, idx, "softmax",
+                                                                 batch_size=batch_size)])
             small = probs.argmax(1).numpy().astype(np.uint8)
             native = store.native_mask(int(vi["index"]))
             present.update(np.unique(native).tolist())

@@ -66,17 +66,25 @@ def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: s
     mode "softmax": S=1, best member of model_dirs[0]; "mc": S=samples MC-dropout passes of
     that member (``mc_passes``: the masks of a plain loop of passes on CPU); the dropout masks
     come from a generator seeded with (seed, batch start), so a call is reproducible for a
-    given seed and batch_size; "ensemble": S = every member
-    of every model dir, in order (members of model_dirs[0] first).
+    given seed and batch_size; "ensemble": S = every member of every model dir, in order
+    (members of model_dirs[0] first). Callers predicting many index sets (evaluation, one
+    volume at a time) load once with ``prediction_nets`` and call ``predict_batches``.
     """
+    nets = prediction_nets(model_dirs, store, mode, device)
+    return predict_batches(nets, store, indices, mode, samples, seed, batch_size)
+
+
+def prediction_nets(model_dirs: Sequence, store: DatasetStore, mode: str = "softmax",
+                    device="auto") -> List[nn.Module]:
+    """The networks a prediction mode uses, checked against the store and made ready for
+    inference (folded batch-norm, channels-last where the network prefers it: equal to
+    float rounding)."""
     if isinstance(model_dirs, (str, Path)):
         model_dirs = [model_dirs]
     if not model_dirs:
         raise AlsegError("no model directory given")
     if mode not in ("softmax", "mc", "ensemble"):
         raise AlsegError(f"prediction mode {mode!r}: choose softmax, mc or ensemble")
-    if mode == "mc" and int(samples) < 1:
-        raise AlsegError(f"--samples {samples}: must be at least 1")
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     nets: List[nn.Module] = []
     for d in model_dirs if mode == "ensemble" else model_dirs[:1]:
@@ -84,8 +92,16 @@ def iter_predictions(model_dirs: Sequence, store: DatasetStore, indices, mode: s
         check_compatible(config, store, d)
         members = range(len(manifest["members"])) if mode == "ensemble" else [None]
         nets += [load_model(d, m, dev) for m in members]
-    # folded batch-norm, channels-last where the network prefers it: equal to float rounding
-    nets = [inference_copy(net, getattr(net, "prefers_channels_last", False)) for net in nets]
+    return [inference_copy(net, getattr(net, "prefers_channels_last", False)) for net in nets]
+
+
+def predict_batches(nets: List[nn.Module], store: DatasetStore, indices, mode: str = "softmax",
+                    samples: int = 40, seed: int = 0,
+                    batch_size: int = 16) -> Iterator[Tuple[np.ndarray, torch.Tensor]]:
+    """``iter_predictions`` with networks from ``prediction_nets``."""
+    if mode == "mc" and int(samples) < 1:
+        raise AlsegError(f"--samples {samples}: must be at least 1")
+    dev = next(nets[0].parameters()).device
     indices = np.asarray(indices, dtype=np.int64)
     for start in range(0, len(indices), int(batch_size)):
         idx = indices[start:start + int(batch_size)]
