@@ -166,3 +166,22 @@ def test_pruned_kernel_chunking_half_precision_and_duplicates(chunk):
     x[600:650] = x[100]                                   # duplicates: ties to the lowest index
     ref = incremental_greedy64(x.astype(np.float64), 40, [5, 6])
     assert kcenter_greedy(x, 40, labeled=[5, 6], device="cpu", update="pruned", chunk_size=chunk) == ref
+
+
+def test_auto_kernel_on_cpu_is_pruned_from_the_threshold_and_filtered_below(monkeypatch):
+    """Below PRUNE_MIN_POINTS the CPU default is the filtered brute kernel (not the direct one,
+    which reads x twice); from it on, the pruned kernel."""
+    from alseg_cli.acquisition import kcenter as kc
+
+    x = np.random.default_rng(3).standard_normal((400, 16)).astype(np.float32)
+    calls = []
+    real = kc._update_filtered
+    monkeypatch.setattr(kc, "_update_filtered", lambda *a, **k: calls.append(1) or real(*a, **k))
+    st = {}
+    small = kc.kcenter_greedy(x, 10, labeled=[0], device="cpu", stats=st)
+    assert calls and st["rows_read"] is None
+    monkeypatch.setattr(kc, "PRUNE_MIN_POINTS", 100)
+    calls.clear()
+    st = {}
+    assert kc.kcenter_greedy(x, 10, labeled=[0], device="cpu", stats=st) == small
+    assert not calls and st["rows_read"] is not None

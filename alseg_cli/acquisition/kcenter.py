@@ -92,26 +92,30 @@ def _update_filtered(x, c, min_d, xn_low, chunk: int, tol: float) -> None:
         _dense_chunk(x, c, min_d, start, min(x.shape[0], start + chunk), xn_low, tol)
 
 
-def _dense_chunk(x, c, min_d, start: int, stop: int, xn_low=None, tol: float = 0.0):
+def _dense_chunk(x, c, min_d, start: int, stop: int, xn_low=None, tol: float = 0.0, subset=None):
     """Exact update of rows start:stop by the new centre c; returns the mask of rows it moved.
     CPU (``xn_low`` given): the matrix-vector bound explained in ``_update_filtered``; else
-    every distance directly."""
+    every distance directly. ``subset``: only those rows of the chunk (positions in it; the
+    pruned kernel's candidates)."""
     import torch
 
     xs, md = x[start:stop], min_d[start:stop]
+    rows = torch.arange(stop - start, device=x.device) if subset is None else subset
+    if subset is not None:
+        xs = xs.index_select(0, subset)
     if xn_low is not None:
         cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol)
-        lower = torch.addmv(xn_low[start:stop], xs.float(), c, alpha=-2.0)
-        cand = torch.nonzero(lower + cn_low < md).flatten()
-        diff = xs.index_select(0, cand).float() - c
+        xn = xn_low[start:stop] if subset is None else xn_low[start:stop].index_select(0, subset)
+        lower = torch.addmv(xn, xs.float(), c, alpha=-2.0)
+        keep = torch.nonzero(lower + cn_low < md.index_select(0, rows)).flatten()
+        rows, diff = rows.index_select(0, keep), xs.index_select(0, keep).float() - c
     else:
-        cand = torch.arange(stop - start, device=x.device)
         diff = xs.float() - c
     exact = (diff * diff).sum(1)
-    better = exact < md.index_select(0, cand)
-    md.index_copy_(0, cand[better], exact[better])
+    better = exact < md.index_select(0, rows)
+    md.index_copy_(0, rows[better], exact[better])
     moved = torch.zeros(stop - start, dtype=torch.bool, device=x.device)
-    moved[cand[better]] = True
+    moved[rows[better]] = True
     return moved
 
 
@@ -242,7 +246,7 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
         # pruning pays from tens of thousands of points on (bench-select); below, its bookkeeping
         # costs more than it saves (0.8-0.95x the brute kernel at 5k-9k points)
         pruned = update == "pruned" or (update == "auto" and dev.type == "cpu" and n >= PRUNE_MIN_POINTS)
-        filtered = update == "filtered" or (pruned and dev.type == "cpu")
+        filtered = update == "filtered" or (update in ("auto", "pruned") and dev.type == "cpu")
         tol = 2.0 * (x.shape[1] + 4) * 2.0 ** -24      # float32 dot-product bound, with margin
         xn = _sq_norms(x, chunk) * (1.0 - 2.0 * tol) if filtered else None
         index = None
@@ -257,8 +261,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
             if index is None:
                 _add_centre(x, idx, min_d, buf, chunk, xn, tol)
             else:
-                index.add(x, idx, min_d, chunk, lambda a, b, c, _m: _dense_chunk(x, c, min_d, a, b, xn, tol),
-                          xn, tol)
+                index.add(x, idx, min_d, chunk,
+                          lambda a, b, c, sub: _dense_chunk(x, c, min_d, a, b, xn, tol, sub))
         t1 = clock()
         if lab.size:
             min_d.index_fill_(0, lab_t, -1.0)   # centres never picked again, even among duplicates

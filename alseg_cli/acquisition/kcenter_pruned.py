@@ -3,9 +3,10 @@
 Every point remembers its nearest centre a. When a centre c is added, a point p can only
 move to c if ||c - p|| < ||p - a||, and ||c - p|| >= ||c - a|| - ||p - a||, so p cannot move
 when ||c - a|| >= 2 sqrt(min_d[p]). The centre-to-centre distances cost O(k d) per pick and
-the test O(N) scalars; only the points that pass it are read and recomputed exactly as
-((x - c)^2).sum, so ``min_d`` holds exactly what the brute-force update computes and the
-picks are the same. The bound carries a margin for float32 rounding (at least 1e-3 relative,
+the test O(N) scalars; only the points that pass it are read, and go through the brute
+kernel's own update (its matrix-vector bound, then ((x - c)^2).sum where that cannot rule
+them out), so ``min_d`` holds exactly what the brute-force update computes and the picks
+are the same. The bound carries a margin for float32 rounding (at least 1e-3 relative,
 more in high dimension), so a point the rounding could move is always recomputed.
 
 Centre-to-centre distances come from one matrix-vector product over the centres, as a
@@ -59,14 +60,13 @@ class PrunedCentres:
             out[s:e] = (sq - err).clamp_min(0).sqrt()
         return out
 
-    def add(self, x, idx, min_d, chunk: int, dense_update, xn_low=None, tol: float = 0.0) -> None:
-        """Add centre x[idx]; ``dense_update(start, stop, c, cand_mask)`` updates a chunk densely
-        and returns the mask of points whose min_d it lowered; ``xn_low`` (CPU): the brute
-        kernel's lowered squared norms, to filter the candidates the same way."""
+    def add(self, x, idx, min_d, chunk: int, update) -> None:
+        """Add centre x[idx]; ``update(start, stop, c, subset)`` is the brute kernel's exact
+        update of a chunk (``subset``: only those rows of it, None: all) and returns the mask
+        of points whose min_d it lowered."""
         import torch
 
         c = x.index_select(0, idx)[0].float()
-        cn_low = float((c * c).sum()) * (1.0 - 2.0 * tol) if xn_low is not None else 0.0
         test = self.k > 0 and self.skip == 0
         self.skip = max(0, self.skip - 1)
         gap = self._gaps(c, chunk) if test else None
@@ -84,24 +84,11 @@ class PrunedCentres:
             if n_cand == 0:
                 continue
             if n_cand > DENSE * (stop - start):
-                moved = dense_update(start, stop, c, cand_mask)
+                moved = update(start, stop, c, None)
                 self.read_rows += stop - start
             else:
-                cand = torch.nonzero(cand_mask).flatten()
-                rows = x[start:stop].index_select(0, cand).float()
+                moved = update(start, stop, c, torch.nonzero(cand_mask).flatten())
                 self.read_rows += n_cand
-                if xn_low is not None:
-                    # the brute kernel's matrix-vector bound on the candidates too: only those
-                    # it cannot rule out are recomputed exactly (the same values, fewer passes)
-                    lower = torch.addmv(xn_low[start:stop].index_select(0, cand), rows, c, alpha=-2.0)
-                    maybe = lower + cn_low < md.index_select(0, cand)
-                    cand, rows = cand[maybe], rows[maybe]
-                diff = rows - c
-                exact = (diff * diff).sum(1)
-                better = exact < md.index_select(0, cand)
-                md.index_copy_(0, cand[better], exact[better])
-                moved = torch.zeros_like(cand_mask)
-                moved[cand[better]] = True
             self.assign[start:stop][moved] = slot
         if test:      # back off while the test prunes (almost) nothing; reset once it does
             if kept > USELESS * x.shape[0]:
