@@ -7,6 +7,7 @@ rounds a chain may need the shared pixel embeddings or its seed's encoder and em
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -31,8 +32,6 @@ PREVIOUS_ROUND_FLOOR = 0.5   # with retries: best val Dice under half the previo
 
 def previous_val_dice(model_dir: Path) -> float:
     """The previous round's model's best validation Dice (0 when unknown)."""
-    import json
-
     try:
         m = json.loads((Path(model_dir) / "manifest.json").read_text())
         return float(m["members"][m["best_member"]]["best_val_dice"])

@@ -246,7 +246,8 @@ def _footnote(table) -> str:
         notes.append(f"† fewer seeds than the {len(table['seeds'])} found elsewhere "
                      f"({', '.join(map(str, table['seeds']))})")
     if any(r.get("degenerate_seeds") for r in table["rows"]):
-        notes.append("‡ includes a collapsed model (a class predicted nowhere on validation): "
+        notes.append("‡ includes a collapsed model (degenerate on validation: a class predicted nowhere, "
+                     "or far under the previous round's): "
                      + "; ".join(f"{r['method']} {r['budget']:g}% seed {', '.join(map(str, r['degenerate_seeds']))}"
                                  for r in table["rows"] if r.get("degenerate_seeds")))
     return "\n\n".join(notes)

@@ -1,4 +1,4 @@
-"""MC-dropout passes, fast on CPU and GPU, with exactly the dropout masks of a plain loop.
+"""MC-dropout passes, faster on CPU, with exactly the dropout masks of a plain loop.
 
 The plain loop is ``[net(x).softmax(1) for _ in range(S)]`` with the ``nn.Dropout``
 modules in train mode. Each ``F.dropout`` call there draws ``empty_like(input).bernoulli_(1 - p)``

@@ -148,7 +148,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     if only_members is not None:
         return {"kind": "members", "members": members}
     # the best member on validation, a non-degenerate one where there is one
-    best = int(np.argmax([mb["best_val_dice"] - (2.0 if mb.get("degenerate") else 0.0) for mb in members]))
+    best = max(range(len(members)), key=lambda i: (members[i].get("degenerate") is None,
+                                                   members[i]["best_val_dice"]))
     manifest = make_manifest(
         "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
         outputs={"model_dir": final}, seed=seed, device=str(dev),
