@@ -33,8 +33,8 @@ GREY_TOLERANCE = 10
 def _modalities(source: Path) -> Dict[str, Path]:
     """{'CT': folder, 'MR': folder} found at SOURCE (Train_Sets, or its CT / MR folder)."""
     def patients(folder: Path) -> bool:
-        return folder.is_dir() and any(p.is_dir() and p.name.isdigit() and any(p.rglob("DICOM_anon"))
-                                       for p in folder.iterdir())
+        return folder.is_dir() and any(p.is_dir() and p.name.isdigit() and any(
+            (p / sub / "DICOM_anon").is_dir() for sub in ("", "T1DUAL", "T2SPIR")) for p in folder.iterdir())
     if source.name in ("CT", "MR") and patients(source):
         return {source.name: source}
     return {m: source / m for m in ("CT", "MR") if patients(source / m)}
