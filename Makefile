@@ -29,7 +29,7 @@ demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) ->
 
 bench: bench-select bench-pretrain bench-train bench-score
 
-bench-select: install  ## k-center greedy: pruned vs brute force vs a float64 cdist greedy, isotropic and clustered, 20k and 100k (~5 min; 100k alone took 4 min)
+bench-select: install  ## k-center greedy: pruned vs brute force vs a float64 cdist greedy, isotropic and clustered, 20k and 100k (~8 min est.: the two kernels now run twice each, alternated; 100k once took 4 min)
 	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
 
 bench-pretrain: install  ## pretrain/embed slices/s vs a plain torchvision ResNet-18 loop (~1 min)
@@ -41,7 +41,7 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop, NCHW
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
 
-bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s: ~10 min on 2 cores); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (10 models of ~165 CPU s: ~15 min more)
+bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (10 models of ~165 CPU s measured: ~15 min more, est.)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
 	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
 
