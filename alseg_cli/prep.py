@@ -7,13 +7,15 @@ manifest ``<OUT>.manifest.json`` beside the store (atomic) and return it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .atomic import check_writable, write_json
-from .data.normalize import normalize_volume
+from .data.geometry import forward_images, forward_labels, plan
+from .data.normalize import SCHEMES, apply_scheme, parse_window, resolve_scheme
 from .data.phantoms import make_phantoms, phantom_attrs
 from .data.splits import DEFAULT_SPLIT, apply_split_file, load_split_file, parse_split, random_split
 from .data.volume import Volume
@@ -139,9 +141,34 @@ def _slices_first(data: np.ndarray, axis: int, channels: bool) -> np.ndarray:
     return np.transpose(data, (axis, *spatial))
 
 
-def load_volume(spec: VolumeSpec, axis: int, normalize: bool, allowed: Optional[set],
+@dataclass
+class Preprocess:
+    """What prep does to every volume after reading it (all recorded in the store attrs)."""
+
+    scheme: str = "percentile"             # data/normalize.py SCHEMES
+    window: Optional[Tuple[float, float]] = None
+    spacing: Optional[float] = None        # in-plane mm per pixel to resample to
+    crop: Optional[int] = None             # centre crop / pad to crop x crop after resampling
+
+    def attrs(self) -> Dict:
+        return {"normalize": SCHEMES[self.scheme], "normalize_scheme": self.scheme,
+                "window": None if self.window is None else list(self.window),
+                "spacing": self.spacing, "crop": self.crop}
+
+
+def _map_values(data: np.ndarray, mapping: Optional[Dict[int, int]]) -> np.ndarray:
+    if not mapping:
+        return data
+    out = np.array(data, copy=True)
+    for src, dst in mapping.items():
+        out[data == src] = dst
+    return out
+
+
+def load_volume(spec: VolumeSpec, axis: int, pre: Preprocess, allowed: Optional[set],
                 unannotated: Optional[int] = None) -> Volume:
-    """Read, check and reorient one volume (slice axis first)."""
+    """Read, check and reorient one volume (slice axis first), then normalise, resample and
+    crop it as ``pre`` says; the mask as drawn stays beside it for native evaluation."""
     chans = [read(r) for r in spec.images]
     first = chans[0]
     datas = [c.data if c.channels else c.data[..., None] for c in chans]
@@ -161,20 +188,62 @@ def load_volume(spec: VolumeSpec, axis: int, normalize: bool, allowed: Optional[
         if raw.channels or raw.data.shape != data.shape[:3]:
             raise AlsegError(f"{ref}: {kind} shape {raw.data.shape} does not match image "
                              f"{spec.images[0]} shape {data.shape[:3]}")
-        lab = check_labels(raw.data, str(ref), allowed if kind == "mask" else None,
+        lab = check_labels(_map_values(raw.data, spec.label_map), str(ref),
+                           allowed if kind == "mask" else None,
                            binarize=spec.binarize and kind == "mask",
                            unannotated=unannotated if kind == "scribble" else None)
         labels[kind] = np.ascontiguousarray(_slices_first(lab, axis, channels=False))
-    if normalize:
-        image = normalize_volume(image)
+    image = apply_scheme(image, pre.scheme, pre.window)
     spacing = None
     if first.spacing is not None:
         sp = list(first.spacing)
         spacing = [sp[axis]] + [sp[a] for a in range(3) if a != axis]
+    geom = plan(image.shape[2:], spacing and spacing[1:], pre.spacing, pre.crop, str(spec.images[0]))
+    native_mask = labels.get("mask")
+    if geom is not None:
+        pads = geom["resampled"][0] < geom["size"][0] or geom["resampled"][1] < geom["size"][1]
+        if "scribble" in labels and pads and unannotated is None:
+            raise AlsegError(f"{spec.scribble}: --crop pads this volume and its scribbles need a "
+                             f"'not annotated' value for the border; pass --unannotated")
+        image = forward_images(image, geom, float(image.min()))
+        labels = {k: forward_labels(v, geom, 0 if k == "mask" else unannotated) for k, v in labels.items()}
+    # spacing and shape stay the native grid's: evaluation (Dice, HD95 in mm) happens there
+    meta = {"slice_axis": int(axis), "source_shape": [int(s) for s in data.shape[:3]]}
+    if geom is not None:
+        meta.update(geometry=geom, shape=[int(image.shape[0])] + geom["native"])
     return Volume(name=spec.name, patient=spec.patient, image=np.ascontiguousarray(image, np.float32),
                   mask=labels.get("mask"), scribble=labels.get("scribble"), spacing=spacing,
-                  affine=first.affine, source=str(spec.images[0]),
-                  meta={"slice_axis": int(axis), "source_shape": [int(s) for s in data.shape[:3]]})
+                  affine=first.affine, source=str(spec.images[0]), meta=meta, native_mask=native_mask)
+
+
+def parse_label_map(text) -> Optional[Dict[int, int]]:
+    """``--label-map 200=1,500=2,600=3`` -> {200: 1, 500: 2, 600: 3} (values not named stay)."""
+    if text is None:
+        return None
+    out = {}
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        src, sep, dst = part.partition("=")
+        try:
+            out[int(src)] = int(dst)
+        except ValueError:
+            raise AlsegError(f"--label-map {text}: expected FROM=TO pairs, e.g. 200=1,500=2") from None
+        if not 0 <= out[int(src)] <= 255:
+            raise AlsegError(f"--label-map {text}: {dst} is not a label value 0..255")
+    if not out:
+        raise AlsegError("--label-map is empty")
+    return out
+
+
+def check_scribble_background(scribble: np.ndarray, unannotated: Optional[int], where: str) -> None:
+    """Scribbles cover a few percent of a volume: the value covering most of it is the 'not
+    annotated' one. When that is not the store's unannotated value, training would read the
+    unannotated area as a class; refuse it in one line instead."""
+    values, counts = np.unique(scribble, return_counts=True)
+    top = int(values[np.argmax(counts)])
+    if counts.max() > 0.5 * scribble.size and unannotated is not None and top != unannotated:
+        raise AlsegError(f"{where}: {100 * counts.max() / scribble.size:.0f}% of the scribble is value {top}, "
+                         f"but the unannotated value is {unannotated}; pass --unannotated {top} if {top} "
+                         f"means 'not annotated'")
 
 
 def _resolve_split(patients: List[str], split: Optional[str], split_file, seed: int) -> Dict[str, str]:
@@ -187,13 +256,18 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
              seed: int = 0, slice_axis: Optional[int] = None, normalize: bool = True,
              unannotated: Optional[int] = None, skip_bad: bool = False, force: bool = False,
              images=None, masks=None, scribbles=None, patient_regex: Optional[str] = None,
-             patients: int = 12, classes=None, progress=None) -> Dict:
+             patients: int = 12, classes=None, progress=None, window=None, spacing: Optional[float] = None,
+             crop: Optional[int] = None, label_map=None) -> Dict:
     """Prep SOURCE into the dataset store OUT; returns (and saves) the "dataset" manifest.
 
     Classes come from ``classes`` (``--classes``), else the layout (ACDC's four, MSD's
     dataset.json), else the mask values, which must then run 0..K-1 without gaps; a mask
     value outside a given class set is an error naming the file (skipped with ``skip_bad``).
     ``progress``: a Reporter (progress.py) told of each volume written (the CLI's bar).
+    ``normalize``: True (percentile, or window with ``window``), False (none) or a scheme name
+    (data/normalize.py); ``window`` "LO,HI" clips first; ``spacing`` (mm) resamples in-plane and
+    ``crop`` centre crops/pads after it (data/geometry.py); ``label_map`` "200=1,500=2" renames
+    label values before they are checked.
     """
     out = Path(out)
     mpath = manifest_path(out)
@@ -208,14 +282,24 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
             "slice_axis": slice_axis, "normalize": normalize, "unannotated": unannotated,
             "skip_bad": skip_bad, "images": images and str(images), "masks": masks and str(masks),
             "scribbles": scribbles and str(scribbles), "patient_regex": patient_regex,
-            "classes": None if classes is None else str(classes)}
+            "classes": None if classes is None else str(classes), "window": window, "spacing": spacing,
+            "crop": crop, "label_map": label_map}
     class_map = parse_classes(classes) if classes is not None else None
+    win = parse_window(window)
+    scheme = resolve_scheme(None if normalize is True else "none" if normalize is False else normalize, win)
+    if crop is not None and int(crop) < 8:
+        raise AlsegError(f"--crop {crop}: must be at least 8 pixels")
+    pre = Preprocess(scheme, win, None if spacing is None else float(spacing), None if crop is None else int(crop))
+    value_map = parse_label_map(label_map)
     if str(source) == "phantoms" and not images:
         return _prep_phantoms(out, mpath, size or 64, split, split_file, seed, patients, force,
                               progress, args)
     size = size or 256
     opts = {"images": images, "masks": masks, "scribbles": scribbles, "patient_regex": patient_regex}
     layout, listing = list_source(source, opts)
+    if value_map:
+        for spec in listing.specs:
+            spec.label_map = {**(spec.label_map or {}), **value_map}
     if class_map is not None:
         listing.classes = class_map
     skipped = [{"file": f, "error": msg} for f, msg in listing.problems]
@@ -246,20 +330,28 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
             raise AlsegError(f"{source}: every volume was skipped as bad; nothing to write")
         axis, why = detect_slice_axis([h[0] for h in heads], [h[1] for h in heads])
 
-    split_map = _resolve_split(sorted({s.patient for s in specs}), split, split_file, seed)
+    if listing.splits and not (split or split_file):
+        split_map = {s.patient: listing.splits[s.patient] for s in specs}     # the release's own split
+    else:
+        split_map = _resolve_split(sorted({s.patient for s in specs}), split, split_file, seed)
     allowed = set(listing.classes) if listing.classes else None
     attrs = {"source": {"kind": layout, "path": str(Path(source).resolve()) if source else str(images)},
-             "preprocessing": {"size": size, "normalize": "percentile 0.5/99.5 -> [0,1]" if normalize
-                               else None, "slice_axis": axis, "slice_axis_reason": why},
+             "preprocessing": {"size": size, **pre.attrs(), "slice_axis": axis, "slice_axis_reason": why,
+                               "split": "layout" if listing.splits and not (split or split_file) else
+                               "file" if split_file else "seeded fractions"},
              "slice_axis": axis}
     scribble_unannotated = unannotated if unannotated is not None else listing.unannotated
+    if scribble_unannotated is None and listing.classes:
+        scribble_unannotated = max(listing.classes) + 1     # the default _class_attrs records
     stats = {"max_label": -1, "volumes": 0, "scribbles": False, "values": {}}
     total = len(specs)
 
     def stream():
         for i, spec in enumerate(specs):
             try:
-                vol = load_volume(spec, axis, normalize, allowed, scribble_unannotated)
+                vol = load_volume(spec, axis, pre, allowed, scribble_unannotated)
+                if vol.scribble is not None:
+                    check_scribble_background(vol.scribble, scribble_unannotated, str(spec.scribble))
             except AlsegError as exc:
                 if not skip_bad:
                     raise
@@ -337,7 +429,7 @@ def _finish(out, mpath, meta, args, seed, skipped, inputs, split_map) -> Dict:
         classes=meta["classes"], unannotated=meta.get("unannotated"), channels=meta["channels"],
         size=meta["size"], slice_axis=meta.get("slice_axis"), splits=meta["splits"],
         split_patients=_split_patients(vols, split_map), has_masks=meta["has_masks"],
-        has_scribbles=meta["has_scribbles"], content_hash=meta["content_hash"], skipped=skipped)
+        has_scribbles=meta["has_scribbles"], labelled_slices=meta.get("labelled_slices"), content_hash=meta["content_hash"], skipped=skipped)
     try:
         write_json(mpath, manifest, force=True)
     except BaseException:

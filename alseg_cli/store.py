@@ -4,6 +4,8 @@ Dataset store (``attrs.format == "alseg.dataset"``):
     images    (N, C, H, W) float32, one slice per chunk, 64 slices per shard file
     masks     (N, H, W) uint8          (when the source has masks)
     scribbles (N, H, W) uint8          (when the source has scribbles)
+    mask_available, scribble_available (N,) bool, only when some volumes lack that label
+                                       (MS-CMR: scribbles on train, masks on val/test)
     slice_id, patient, volume, split   (N,) strings; z (N,) int32
     native/<k>/mask                    per volume k, native-resolution mask (Z, H0, W0)
     attrs: format, version, num_classes, classes, unannotated, channels, size,
@@ -56,7 +58,7 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
     preprocessing. Returns the store's attributes. ``on_volume(volume)`` is called after
     each volume (progress bars).
     """
-    images, masks, scribbles = [], [], []
+    images, masks, scribbles = [], [], []      # label lists hold None for a volume without
     ids, patients, vols, zs, splits, vol_meta = [], [], [], [], [], []
     with atomic_path(path, force=force) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -64,13 +66,12 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
         for k, vol in enumerate(volumes):
             z = vol.image.shape[0]
             images.append(resize_images(vol.image, size))
-            if vol.mask is not None:
-                masks.append(resize_labels(vol.mask, size))
+            masks.append(None if vol.mask is None else resize_labels(vol.mask, size))
+            scribbles.append(None if vol.scribble is None else resize_labels(vol.scribble, size))
+            if vol.native_mask is not None:
                 native.create_group(str(k)).create_array(
-                    "mask", data=np.ascontiguousarray(vol.mask, dtype=np.uint8),
-                    chunks=(1,) + vol.mask.shape[1:])
-            if vol.scribble is not None:
-                scribbles.append(resize_labels(vol.scribble, size))
+                    "mask", data=np.ascontiguousarray(vol.native_mask, dtype=np.uint8),
+                    chunks=(1,) + vol.native_mask.shape[1:])
             ids += [f"{vol.name}:{i:03d}" for i in range(z)]
             patients += [vol.patient] * z
             vols += [vol.name] * z
@@ -81,40 +82,57 @@ def write_dataset(path, volumes: Iterable[Volume], size: int, split: Dict[str, s
                 "shape": [int(s) for s in vol.image.shape[:1] + vol.image.shape[2:]],
                 "spacing": None if vol.spacing is None else [float(s) for s in vol.spacing],
                 "affine": None if vol.affine is None else np.asarray(vol.affine).tolist(),
-                "source": vol.source, "native": vol.mask is not None, **vol.meta,
+                "source": vol.source, "native": vol.native_mask is not None,
+                "has_mask": vol.mask is not None, "has_scribble": vol.scribble is not None, **vol.meta,
             })
             if on_volume:
                 on_volume(vol)
         if not images:
             raise AlsegError("no volumes to write: the source is empty")
-        n_vol = len(vol_meta)
-        if masks and len(masks) != n_vol:
-            raise AlsegError("some volumes have masks and others do not; pass only labelled volumes")
-        if scribbles and len(scribbles) != n_vol:
-            raise AlsegError("some volumes have scribbles and others do not")
         img = np.concatenate(images)
         c = img.shape[1]
         # One slice per chunk (random access), many chunks per shard file (few files).
         per_shard = max(1, min(SHARD_SLICES, img.shape[0]))
         root.create_array("images", data=img, chunks=(1, c, size, size),
                           shards=(per_shard, c, size, size))
+        # a volume without a label kind gets a filler (0; scribbles: the unannotated value) and
+        # the per-slice availability array says so; every reader of labels checks it
+        fills = {"masks": 0, "scribbles": _scribble_fill(attrs)}
+        labelled = {}
         for name, arrays in (("masks", masks), ("scribbles", scribbles)):
-            if arrays:
-                root.create_array(name, data=np.concatenate(arrays), chunks=(1, size, size),
-                                  shards=(per_shard, size, size))
+            if all(a is None for a in arrays):
+                continue
+            have = np.concatenate([np.full(im.shape[0], a is not None) for a, im in zip(arrays, images)])
+            data = np.concatenate([a if a is not None else np.full((im.shape[0], size, size), fills[name],
+                                                                   np.uint8) for a, im in zip(arrays, images)])
+            root.create_array(name, data=data, chunks=(1, size, size), shards=(per_shard, size, size))
+            if not have.all():
+                root.create_array(AVAILABLE[name], data=have, chunks=(len(have),))
+            labelled[name] = {sp: int(sum(1 for x, h in zip(splits, have) if x == sp and h))
+                              for sp in sorted(set(splits))}
         for name, values in (("slice_id", ids), ("patient", patients), ("volume", vols), ("split", splits)):
             _strings(root, name, values)
         root.create_array("z", data=np.asarray(zs, dtype=np.int32), chunks=(len(zs),))
         meta = {
             "format": DATASET_FORMAT, "version": STORE_VERSION,
             "channels": int(c), "size": int(size), "num_slices": int(img.shape[0]),
-            "volumes": vol_meta, "has_masks": bool(masks), "has_scribbles": bool(scribbles),
+            "volumes": vol_meta, "has_masks": any(m is not None for m in masks),
+            "has_scribbles": any(m is not None for m in scribbles),
             "splits": {s: int(sum(1 for x in splits if x == s)) for s in sorted(set(splits))},
+            "labelled_slices": labelled,
             **attrs,
         }
         root.attrs.update(meta)
         meta["content_hash"] = finish_store(tmp, root)
     return meta
+
+
+AVAILABLE = {"masks": "mask_available", "scribbles": "scribble_available"}
+
+
+def _scribble_fill(attrs: Dict) -> int:
+    value = attrs.get("unannotated")
+    return int(value) if value is not None and 0 <= int(value) <= 255 else 255
 
 
 def _open_group(path, fmt: str):
@@ -234,6 +252,16 @@ class DatasetStore(_Store):
     @property
     def has_scribbles(self) -> bool:
         return "scribbles" in self.root
+
+    def available(self, kind: str) -> np.ndarray:
+        """(N,) bool: which slices carry a real label of ``kind`` ("masks" or "scribbles")."""
+        if kind not in AVAILABLE:
+            raise ValueError(f"unknown label kind {kind!r}")
+        if kind not in self.root:
+            return np.zeros(len(self), dtype=bool)
+        if AVAILABLE[kind] in self.root:
+            return self.read(AVAILABLE[kind]).astype(bool)
+        return np.ones(len(self), dtype=bool)
 
     def indices(self, split: Optional[str] = None) -> np.ndarray:
         """Slice indices of a split (all slices when None); an absent split is an error."""

@@ -20,3 +20,8 @@ class Volume:
     affine: Optional[np.ndarray] = None    # 4x4 of the source file, when known
     source: str = ""
     meta: Dict = field(default_factory=dict)  # e.g. slice_axis used, for native reconstruction
+    native_mask: Optional[np.ndarray] = None  # (Z, H0, W0) before resampling/cropping; = mask if unset
+
+    def __post_init__(self):
+        if self.native_mask is None:
+            self.native_mask = self.mask

@@ -32,6 +32,7 @@ class VolumeSpec:
     scribble: Optional[Ref] = None
     slice_axis: Optional[int] = None       # fixed by the layout (video frames), else detected
     binarize: bool = False                 # DAVIS: any object id > 0 is foreground
+    label_map: Optional[Dict[int, int]] = None   # label values renamed before checking (MS-CMR 200 -> 1)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Listing:
     problems: List[Tuple[str, str]] = field(default_factory=list)   # (file, what is wrong)
     classes: Optional[Dict[int, str]] = None                         # from dataset.json
     unannotated: Optional[int] = None
+    splits: Optional[Dict[str, str]] = None                          # patient -> split, when the release fixes it
 
 
 def patient_of(stem: str, regex: Optional[str]) -> Optional[str]:
@@ -310,7 +312,7 @@ def list_folders(images: Path, masks: Optional[Path], scribbles: Optional[Path],
 
 # Detection tries the layouts with the most telling structure first: a folder laid out as
 # ACDC or MSD stays so even when a stray .h5 or .csv file sits in it.
-DETECTION_ORDER = ("acdc", "msd", "chaos", "davis", "hdf5", "table")
+DETECTION_ORDER = ("acdc", "msd", "chaos", "mscmr", "davis", "hdf5", "table")
 
 
 def detection_order() -> Tuple[str, ...]:
@@ -337,5 +339,5 @@ def list_source(source, opts) -> Tuple[str, Listing]:
     for name in detection_order():
         if LAYOUTS.info(name)["detect"](source, opts):
             return name, LAYOUTS.get(name)(source, opts)
-    raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, CHAOS, DAVIS, *.h5, a CSV "
+    raise AlsegError(f"{source}: no known layout (ACDC, MSD imagesTr/labelsTr, CHAOS, MS-CMR, DAVIS, *.h5, a CSV "
                      f"table); for plain folders use --images DIR --masks DIR")

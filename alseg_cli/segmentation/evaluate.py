@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, check_writable, write_json
-from ..data.resize import resize_labels
+from ..data.geometry import to_native
 from ..device import resolve_device
 from ..errors import AlsegError
 from ..manifest import make_manifest
@@ -75,6 +75,10 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
     dev = resolve_device(device)
     names = list(dict.fromkeys(store.volumes[idx_split].tolist()))
     info = {v["name"]: v for v in store.volume_info}
+    unmasked = [n for n in names if not info[n].get("native", False)]
+    if unmasked:          # before any prediction: nothing half-done
+        raise AlsegError(f"{store.path}: {len(unmasked)} volume(s) of split {split!r} have no mask (e.g. "
+                         f"{unmasked[0]}); evaluate a split whose volumes all have masks")
     classes = list(range(1, store.num_classes))
     class_names = [str((store.attrs.get("classes") or {}).get(str(c), c)) for c in classes]
 
@@ -86,15 +90,13 @@ def evaluate(dataset, model, out=None, split: str = "test", predictions=None, de
     try:
         for name in names:
             vi = info[name]
-            if not vi.get("native", False):
-                raise AlsegError(f"{store.path}: volume {name} has no native mask; cannot evaluate it")
             idx = store.volume_slices(name)
             probs = torch.cat([p[0] for _, p in predict_batches(nets, store, idx, "softmax",
                                                                  batch_size=batch_size)])
             small = probs.argmax(1).numpy().astype(np.uint8)
             native = store.native_mask(int(vi["index"]))
             present.update(np.unique(native).tolist())
-            pred = resize_labels(small, tuple(native.shape[1:]))
+            pred = to_native(small, vi.get("geometry"), native.shape[1:])
             spacing = vi.get("spacing")
             m = volume_metrics(pred, native, classes, spacing, hd95)
             rows.append({"volume": name, "patient": vi["patient"], "index": int(vi["index"]),

@@ -99,6 +99,35 @@ def resolve_labels(labels, store: DatasetStore, train_split: str = "train",
     return idx
 
 
+def labelled_with(idx: np.ndarray, store: DatasetStore, kind: str, labels) -> np.ndarray:
+    """The labelled slices that carry a ``kind`` label ("masks" / "scribbles"). With ``all``
+    the slices without one are left out (MS-CMR: scribbles exist on the training volumes only);
+    a selection naming slices without one is an error, since its budget would not be what was
+    trained on."""
+    have = store.available(kind)[idx]
+    if have.all():
+        return idx
+    if str(labels) == "all" and have.any():
+        return idx[have]
+    word = kind[:-1]
+    missing = idx[~have]
+    if not have.any():
+        raise AlsegError(f"--labels: none of the {idx.size} labelled slice(s) has a {word} in {store.path} "
+                         f"(e.g. {store.slice_ids[missing[0]]}); train with the label the volumes carry")
+    raise AlsegError(f"--labels: {missing.size} of {idx.size} labelled slice(s) have no {word} in "
+                     f"{store.path}, e.g. {store.slice_ids[missing[0]]}; select among slices that have one")
+
+
+def validation_slices(store: DatasetStore, split: str) -> np.ndarray:
+    """Slices of the validation split with a mask (Dice needs one); none is an error."""
+    idx = store.indices(split)
+    idx = idx[store.available("masks")[idx]]
+    if idx.size == 0:
+        raise AlsegError(f"{store.path}: no slice of the {split!r} split has a mask; validation Dice needs "
+                         f"masks there (pass --val-split with a split that has them)")
+    return idx
+
+
 def check_compatible(config: Dict, store: DatasetStore, where) -> None:
     """A model trained for another class count, input size or channel count is refused."""
     for key, have in (("num_classes", store.num_classes), ("size", store.size), ("in_channels", store.channels)):

@@ -27,8 +27,8 @@ from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
 from ..store import DatasetStore
 from .augment import augment_batch
-from .labels import check_compatible, resolve_labels
-from .losses import dmpls_loss, full_loss
+from .labels import check_compatible, labelled_with, resolve_labels, validation_slices
+from .losses import dmpls_loss, full_loss, partial_ce
 from .nets import NETWORKS, build_network
 from .recipe import BatchSampler, ce_weights, check_recipe, lr_at, make_optimizer
 from .validate import validation_scores, write_curve_png
@@ -91,8 +91,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     if iterations is not None and int(iterations) < 1:
         raise AlsegError(f"--iterations {iterations}: must be at least 1")
     check_recipe(optimizer, sampler, class_weights, augment, warmup, retries)
-    lab_idx = resolve_labels(labels, store, train_split, allow_other_dataset)
-    val_idx = store.indices(val_split)
+    lab_idx = labelled_with(resolve_labels(labels, store, train_split, allow_other_dataset), store,
+                            "scribbles" if supervision == "scribble" else "masks", labels)
+    val_idx = validation_slices(store, val_split)
     n_pool = int((store.split == train_split).sum())
     iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
     dev = resolve_device(device)
@@ -247,6 +248,8 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                 if dmpls:
                     out1, out2 = net.forward_both(x)
                     loss = dmpls_loss(out1.float(), out2.float(), y, config["unannotated"], beta, weights)
+                elif config["supervision"] == "scribble":     # a one-head net on scribbles: pCE only
+                    loss = partial_ce(net(x).float(), y, config["unannotated"], weights)
                 else:
                     loss = full_loss(net(x).float(), y, weights)
             opt.zero_grad(set_to_none=True)
