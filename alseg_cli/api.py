@@ -54,6 +54,11 @@ def run_loop(out, **options):
     return _run_loop(out, **options)
 
 
+def stats(dataset, **options):
+    from .metrics.diversity import run_stats
+    return run_stats(dataset, **options)
+
+
 def verify(store):
     from .store import verify_store
     return verify_store(store)

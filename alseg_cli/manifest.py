@@ -20,7 +20,7 @@ from .atomic import write_json
 from .errors import AlsegError
 
 FORMAT_VERSION = 1
-KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation", "bootstrap", "loop")
+KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation", "bootstrap", "loop", "stats")
 
 
 def library_versions() -> Dict[str, str]:

@@ -124,7 +124,11 @@ def summarise(name, records):
 
 
 ACDC_QUICK = {"iterations": 300, "base_channels": 16, "batch_size": 6, "lr": 0.1}   # the loop's quick preset
-ACDC_RECIPES = {"today": {}, "quick": {"class_weights": "balanced", "val_every": 50, "retries": 2}}
+ACDC_RECIPES = {"today": {}, "quick": {"class_weights": "balanced", "val_every": 50, "retries": 2},
+                "adamw": {"optimizer": "adamw", "lr": 0.003, "class_weights": "balanced", "val_every": 50,
+                          "retries": 2},
+                "adamw-1e-3": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced", "val_every": 50,
+                               "retries": 2}}
 
 
 def acdc_spread(acdc_dir: Path, out: Path, seeds, recipes, jobs: int, budget: str = "5%"):

@@ -26,7 +26,7 @@ def test_precedence_flags_over_file_over_preset(tmp_path):
     f = tmp_path / "exp.toml"
     f.write_text('dataset = "d.zarr"\npreset = "paper"\nseeds = [7]\n')
     cfg = resolve_config({"budgets": "2,5%", "methods": None}, str(f))
-    assert cfg["budgets"] == [2.0, 5.0]          # flag
+    assert cfg["budgets"] == [1.0, 2.0, 5.0]     # flag, after the paper preset's first 1 %
     assert cfg["seeds"] == [7]                   # file over preset
     assert cfg["models_per_round"] == 5          # preset
     assert cfg["pretrain_epochs"] == 100
@@ -119,3 +119,25 @@ def test_option_tables_merge_over_the_preset(tmp_path):
     want = {**PRESETS["quick"]["train_options"], "lr": 0.05}
     assert cfg["train_options"] == want and cfg["train_options"]["class_weights"] == "balanced"
     assert resolve_config({"dataset": str(tmp_path), "preset": "paper"})["train_options"] == {}
+
+
+def test_first_budget_is_a_round_before_the_schedule(tmp_path):
+    ds = str(tmp_path / "d.zarr")
+    cfg = resolve_config({"dataset": ds, "budgets": "2,3", "first_budget": "1%"})
+    assert cfg["budgets"] == [1.0, 2.0, 3.0] and cfg["first_budget"] == 1.0
+    again = resolve_config({"dataset": ds, **{k: cfg[k] for k in ("budgets", "first_budget")}})
+    assert again["budgets"] == [1.0, 2.0, 3.0]            # resolving a saved config adds nothing
+    assert resolve_config({"dataset": ds, "preset": "paper"})["budgets"][:2] == [1.0, 2.0]
+    assert resolve_config({"dataset": ds, "preset": "quick"})["budgets"][0] == 2.0
+    with pytest.raises(AlsegError, match="must be below the first budget"):
+        resolve_config({"dataset": ds, "budgets": "2,3", "first_budget": 5})
+    with pytest.raises(AlsegError, match="percentage"):
+        resolve_config({"dataset": ds, "first_budget": "-1"})
+
+
+def test_paper_preset_runs_the_pixel_baseline_at_the_working_size(phantom_store):
+    from alseg_cli.experiment.chain import pixels_size
+    from alseg_cli.store import DatasetStore
+
+    assert pixels_size(resolve_config({"dataset": phantom_store, "preset": "paper"})) == DatasetStore(phantom_store).size
+    assert pixels_size(resolve_config({"dataset": phantom_store, "preset": "quick"})) == 32

@@ -38,8 +38,8 @@ class FakeBackend:
         (Path(out) / "config.json").write_text(json.dumps({"seed": seed}))
         return {"kind": "encoder"}
 
-    def embed(self, dataset, out, encoder, device):
-        self.calls.append(("embed", str(out)))
+    def embed(self, dataset, out, encoder, device, **options):
+        self.calls.append(("embed", str(out), options))
         Path(out).mkdir(parents=True, exist_ok=True)
         return {"kind": "embeddings", "encoder": encoder}
 
@@ -290,3 +290,22 @@ def test_collapsed_rounds_are_flagged_in_the_log_and_manifest(tmp_path, dataset,
     assert [kw["min_val_dice"] for kw in CollapsingBackend.seen[1:]] == pytest.approx([0.3, 0.3])
     marker = layout.read_marker(tmp_path / "run" / "random" / "seed0" / "round5", "evaluate")
     assert marker["degenerate"] == "predicts no foreground class on validation"
+
+
+def test_ensemble_methods_get_an_ensemble_and_others_keep_one_model(tmp_path, dataset):
+    be = FakeBackend()
+    out = tmp_path / "run"
+    run_loop(out, backend=be, **options(dataset, methods="random,variance-ratio", seeds="0"))
+    trained = {Path(c[1]).parts[-4]: c[3] for c in be.calls if c[0] == "train"}
+    assert trained == {"random": 1, "variance-ratio": 3}            # ensemble_models defaults to 3
+    be = FakeBackend()
+    run_loop(tmp_path / "run2", backend=be, **options(dataset, methods="variance-ratio", seeds="0",
+                                                      models_per_round=5))
+    assert {c[3] for c in be.calls if c[0] == "train"} == {5}
+
+
+def test_pixel_baseline_size_is_a_setting(tmp_path, dataset):
+    for kw, want in (({}, 32), ({"pixels_size": 16}, 16)):
+        be = FakeBackend()
+        run_loop(tmp_path / f"run{want}", backend=be, **options(dataset, methods="coreset", seeds="0", **kw))
+        assert [c[2] for c in be.calls if c[0] == "embed"] == [{"pixels_size": want}]

@@ -141,6 +141,7 @@ def _store_without_scribbles(path, size=64):
     ('["phantom999_frame01:000"]', {}, "not in"),
     ("all", {"val_split": "nope"}, "split 'nope'"),
     ("all", {"model": "unet-resnet50"}, "--backbone-weights"),
+    ("all", {"model": "unet", "backbone_weights": "r50.pth"}, "no pretrained backbone.*unet-resnet50"),
     ("all", {"model": "dmpls", "supervision": "full"}, "scribble"),
     ("all", {"size": 32}, "--size 32"),
     ("all", {"model": "nonet"}, "unknown"),

@@ -106,6 +106,14 @@ def test_coreset_picks_are_the_kernel_picks(phantom_store, emb_store):
     vec = zarr.open_group(str(emb_store))["vectors"][:]
     expect = [str(ds.slice_ids[train[i]]) for i in kcenter_greedy(vec[train], 10, seed=5, device="cpu")]
     assert m["selected"] == expect and m["budget"]["resolved"] == 10
+    # the manifest's covering radius: the farthest train slice from its nearest selected one
+    from alseg_cli.acquisition.kcenter import covering_radius
+    ids = ds.slice_ids[train].tolist()
+    delta = covering_radius(vec[train], [ids.index(s) for s in m["selected"]])
+    assert m["diagnostics"]["covering_radius"] == pytest.approx(delta, rel=1e-4)
+    later = select(method="coreset", budget="20", embeddings=emb_store, labeled=m, seed=5)
+    assert later["diagnostics"]["covering_radius"] < m["diagnostics"]["covering_radius"]
+    assert "diagnostics" not in select(method="random", budget="10", dataset=phantom_store)
 
 
 def test_random_different_seeds_differ_and_add_increments(phantom_store, tmp_path):
@@ -183,3 +191,20 @@ def test_model_methods_end_to_end(phantom_store, tmp_path):
                    batch_slices=3, device="cpu", seed=0)
         assert len(m["selected"]) == m["budget"]["added"] > 0, method
         assert not set(m["selected"]) & set(json.loads(r0.read_text())["labeled"])
+
+
+def test_ensemble_methods_refuse_a_single_model(phantom_store, tmp_path):
+    from alseg_cli.segmentation.train import train_seg
+
+    r0 = _round0(phantom_store, tmp_path)
+    train_seg(phantom_store, str(r0), tmp_path / "one", base_channels=4, iterations=1, batch_size=2,
+              val_every=1, seed=0, device="cpu", progress=False)
+    for method in ("variance-ratio", "ensemble-entropy", "stochastic-batches"):
+        with pytest.raises(AlsegError, match="needs an ensemble of at least 2 models and got 1.*--ensemble M"):
+            select(method=method, budget="10%", labeled=r0, models=[str(tmp_path / "one")], device="cpu")
+    # two one-member models are an ensemble of two
+    train_seg(phantom_store, str(r0), tmp_path / "two", base_channels=4, iterations=1, batch_size=2,
+              val_every=1, seed=1, device="cpu", progress=False)
+    m = select(method="variance-ratio", budget="10%", labeled=r0, models=[str(tmp_path / "one"),
+                                                                          str(tmp_path / "two")], device="cpu")
+    assert len(m["selected"]) == m["budget"]["added"]

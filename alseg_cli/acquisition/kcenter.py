@@ -205,7 +205,8 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
     default from PRUNE_MIN_POINTS points on, "filtered" below), "direct" (every distance as
     ((x - c)^2).sum; the GPU default), "filtered"
     (matrix-vector bound, exact recompute of candidates) or "auto"; all give the same picks.
-    ``stats``: a dict that receives ``init_s`` and ``loop_s`` (synchronises the GPU to time).
+    ``stats``: a dict that receives ``init_s`` and ``loop_s`` (synchronises the GPU to time) and
+    ``covering_radius``, the largest distance from a point to its nearest centre after the picks.
     """
     import torch
 
@@ -277,7 +278,9 @@ def kcenter_greedy(vectors, budget: int, labeled: Optional[Sequence[int]] = None
             add(idx)
         if stats is not None:
             stats.update(init_s=t1 - t0, loop_s=clock() - t1,
-                         rows_read=None if index is None else index.read_rows)
+                         rows_read=None if index is None else index.read_rows,
+                         # delta of the coreset bound: the farthest point from its nearest centre
+                         covering_radius=float(min_d.max().clamp_min(0).sqrt()))
     out = []
     for s in range(0, budget, FETCH_BLOCK):
         out.extend(int(i) for i in picks[s:s + FETCH_BLOCK].cpu().tolist())

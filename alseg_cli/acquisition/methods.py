@@ -68,6 +68,7 @@ class SelectionContext:
     vectors: Optional[np.ndarray] = None  # (len(store), D) rows aligned to dataset indices, or None
     has_vector: Optional[np.ndarray] = None  # (len(store),) bool
     emb_attrs: Dict = field(default_factory=dict)
+    diagnostics: Dict = field(default_factory=dict)   # what a method reports into the manifest
     models: Sequence[str] = ()
     options: SelectOptions = field(default_factory=SelectOptions)
 
@@ -94,8 +95,11 @@ def _kcenter_on(ctx: SelectionContext, vectors: np.ndarray) -> List[int]:
     """k-center greedy over pool + labelled rows of ``vectors`` (dataset-aligned)."""
     rows = np.concatenate([ctx.labeled, ctx.pool])
     lab_pos = np.arange(ctx.labeled.size)
+    stats: Dict = {}
     picks = kcenter_greedy(vectors[rows], ctx.k, labeled=lab_pos, seed=ctx.seed, device=ctx.device,
-                           chunk_size=ctx.options.chunk_size)
+                           chunk_size=ctx.options.chunk_size, stats=stats)
+    if "covering_radius" in stats:
+        ctx.diagnostics["covering_radius"] = stats["covering_radius"]
     return [int(rows[p]) for p in picks]
 
 
@@ -132,6 +136,11 @@ def slice_scores(ctx: SelectionContext, score: str, mode: str, indices: np.ndarr
                                              samples=ctx.options.mc_samples,
                                              seed=ctx.seed, device=ctx.device,
                                              batch_size=ctx.options.batch_size):
+        if mode == "ensemble" and probs.shape[0] < 2:
+            # one model's votes all agree: every score would be 0 and the picks the first slices
+            raise AlsegError(f"{score} scoring needs an ensemble of at least 2 models and got 1; train "
+                             f"with 'train-seg --ensemble M' or pass several --model dirs (loop: "
+                             f"--models-per-round M, or ensemble_models)")
         s = reduce_pixels(fn(probs), ctx.options.reduce).detach().cpu().numpy()
         for i, v in zip(np.asarray(batch_idx), s):
             out[pos[int(i)]] = float(v)

@@ -142,7 +142,8 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
         method=method, params=params.as_dict(), dataset=str(store.path.resolve()),
         budget={"requested": budget if budget is not None else f"+{add}", "resolved": total,
                 "added": k, "pool": int(train.size)},
-        round=new_round, labeled=labeled_out, selected=selected, seconds=round(seconds, 4))
+        round=new_round, labeled=labeled_out, selected=selected, seconds=round(seconds, 4),
+        **({"diagnostics": ctx.diagnostics} if ctx.diagnostics else {}))
     if out is not None:
         write_json(out, manifest, force=force)
     return manifest

@@ -18,10 +18,16 @@ def command(
                                                                         "(flags override it)."),
     methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma list, e.g. random,coreset,gcl-coreset."),
     budgets: Optional[str] = typer.Option(None, "--budgets", help="Cumulative % of the pool, e.g. 2,3,4,5,10."),
+    first_budget: Optional[str] = typer.Option(None, "--first-budget", help="A first round before "
+                                               "--budgets, e.g. 1%: the reference code's start (1 % with "
+                                               "the method, then 2 % adds 1 %); the paper preset uses it."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds, e.g. 0,1,2."),
     models_per_round: Optional[int] = typer.Option(None, "--models-per-round",
                                                    help="Models trained per round (ensemble); the best on "
-                                                        "validation is evaluated."),
+                                                        "validation is evaluated. Methods that score with "
+                                                        "an ensemble (variance-ratio, ensemble-entropy, "
+                                                        "stochastic-batches) get at least the config's "
+                                                        "ensemble_models (default 3)."),
     supervision: Optional[str] = typer.Option(None, "--supervision", help="full (UNet on masks) or "
                                                                            "scribble (DMPLS)."),
     encoder: Optional[Path] = typer.Option(None, "--encoder", help="Encoder dir for embedding methods "
@@ -66,7 +72,7 @@ def command(
     """
     from ..api import run_loop
 
-    options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets, seeds=seeds,
+    options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets, first_budget=first_budget, seeds=seeds,
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, train_seg, verify
+from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, stats, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),
     "bootstrap": (bootstrap.command, "Bootstrap error bars, tables and plots over seeds and methods."),
     "loop": (loop.command, "Run whole active-learning experiments: rounds x methods x seeds."),
+    "stats": (stats.command, "Slice diversity overall and within patient, volume and adjacent groups."),
     "verify": (verify.command, "Check a store end to end: chunk files, readability, content hash."),
 }
 for _name, (_fn, _help) in COMMANDS.items():

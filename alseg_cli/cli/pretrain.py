@@ -27,7 +27,10 @@ def command(
     out: Path = typer.Option(..., "-o", "--out", help="ENCODER_DIR: encoder.pt, config.json, loss.json, "
                              "loss.png, manifest.json and a per-epoch checkpoint.pt."),
     groups: str = typer.Option("patient,volume", "--groups", help="Groups of the GCL loss: any of "
-                               "slice,volume,patient (comma separated), or 'none' for plain NT-Xent."),
+                               "slice,volume,patient (comma separated), or 'none' for plain NT-Xent. G of "
+                               "eq. 4 is slices / groups for patient and volume; the adjacent-slice groups "
+                               "overlap (k-1, k, k+1 around every slice), so for them G is their mean "
+                               "size, (3Z - 2) / Z per volume of Z slices, not slices / groups (= 1)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="l0,l1,l2,l3 of eq. 5 (NT-Xent, patient, "
                                           "volume, slice). Default: the paper's best for the groups, e.g. "
                                           "1,0.05,0.35,0 for patient+volume."),

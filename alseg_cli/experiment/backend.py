@@ -23,6 +23,16 @@ def needs_model(method: str) -> bool:
     return method_spec(method).needs in ("model", "ensemble")
 
 
+def models_for(cfg, method: str) -> int:
+    """Models trained per round of a method's chain: ``models_per_round``, and at least
+    ``ensemble_models`` for a method that scores with an ensemble (variance ratio, ...), whose
+    scores a single model would leave all zero."""
+    m = int(cfg["models_per_round"])
+    if method_spec(method).needs == "ensemble":
+        return max(m, int(cfg.get("ensemble_models") or 2))
+    return m
+
+
 def can_start_cold(method: str) -> bool:
     """Can the method choose a round with no labelled slice and no model? Those that score
     with a model or learn from the labelled set cannot: their first round is random
@@ -48,8 +58,9 @@ class LibraryBackend:
         return pretrain(dataset, out, seed=seed, epochs=epochs, device=device, force=True,
                         resume=True, progress=self.progress, **options)
 
-    def embed(self, dataset, out, encoder: str, device: str):
-        return embed(dataset, out, encoder=encoder, device=device, force=True, progress=self.progress)
+    def embed(self, dataset, out, encoder: str, device: str, **options):
+        # options: embed()'s own keywords (pixels_size for the pixel baseline)
+        return embed(dataset, out, encoder=encoder, device=device, force=True, progress=self.progress, **options)
 
     def select(self, *, method, budget, dataset, embeddings, models: List[str], labeled, seed, out, device,
                **options):

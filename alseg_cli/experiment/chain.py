@@ -15,7 +15,7 @@ from ..atomic import write_json
 from ..errors import AlsegError
 from ..metrics.report import mean_dice
 from . import steps as layout
-from .backend import can_start_cold, embedding_source, load_backend, needs_model
+from .backend import can_start_cold, embedding_source, load_backend, models_for, needs_model
 from .config import encoder_for, iterations_for, round_budgets
 from .steps import StepRunner
 
@@ -48,6 +48,15 @@ def _mean_dice(result) -> Optional[float]:
         return None
 
 
+def pixels_size(cfg: Dict[str, Any]) -> int:
+    """Side of the pixel-Coreset vectors: ``pixels_size``, or the working size when unset (the
+    reference: the whole image; k-center's cost grows with d = size^2 x channels)."""
+    if cfg.get("pixels_size"):
+        return int(cfg["pixels_size"])
+    from ..store import DatasetStore
+    return DatasetStore(cfg["dataset"]).size
+
+
 def uses_pixels(cfg: Dict[str, Any]) -> bool:
     """Does any method select on the shared pixel embeddings?"""
     return any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"])
@@ -62,7 +71,8 @@ def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunn
     """Pixel embeddings (once) when any method uses them."""
     if uses_pixels(cfg):
         out = layout.embeddings_path(run_dir, "pixels")
-        runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"]))
+        runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, "pixels", cfg["device"],
+                                                               pixels_size=pixels_size(cfg)))
 
 
 def uses_encoder(cfg: Dict[str, Any]) -> bool:
@@ -148,14 +158,14 @@ def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, ste
         def train(**extra):
             return backend.train(
                 dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
-                iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=cfg["models_per_round"],
+                iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=models_for(cfg, method),
                 seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
                 batch_size=cfg["batch_size"], **options, **extra)
         if member is not None:
             if layout.is_done(rd, "train"):
                 return {"step": "train", "member": member, "skipped": True}
             return {"step": "train", "member": member, **(train(member=member) or {})}
-        parallel = {"assemble": True} if cfg["models_per_round"] > 1 and cfg["executor"] == "ray" else {}
+        parallel = {"assemble": True} if models_for(cfg, method) > 1 and cfg["executor"] == "ray" else {}
         return runner.run(rd, "train", lambda: train(**parallel),
                           summarize=lambda m: {"best_member": (m or {}).get("best_member"),
                                                "degenerate": (m or {}).get("degenerate"),

@@ -33,7 +33,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "select_options": {"mc_samples": 10},
     },
     "paper": {
+        "pixels_size": None,    # the pixel Coreset baseline on the whole working-size image
         "budgets": [2, 3, 4, 5, 10, 15, 20, 40], "seeds": [0, 1, 2, 3, 4], "models_per_round": 5,
+        "first_budget": 1,      # the reference code's start: 1 % with the method, then "2 %" adds 1 %
         "iterations_per_percent": 600, "min_iterations": 0, "max_iterations": None,
         "base_channels": 16, "batch_size": 6, "pretrain_epochs": 100,
         "select_options": {"mc_samples": 40},
@@ -41,8 +43,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 DEFAULTS: Dict[str, Any] = {
-    "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "seeds": [0],
-    "models_per_round": 1, "supervision": "full", "encoder": None, "pretrain": False,
+    "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "first_budget": None, "seeds": [0],
+    "pixels_size": 32,
+    "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "encoder": None, "pretrain": False,
     "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
@@ -167,6 +170,8 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise AlsegError(f"unknown loop setting(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+    if cfg["first_budget"] is not None:
+        cfg["first_budget"] = parse_budgets([cfg["first_budget"]])[0]
     check_types(cfg)
     if not cfg["dataset"]:
         raise AlsegError("no dataset: pass --dataset PATH (a store from 'alseg prep') or set dataset in the config")
@@ -180,6 +185,13 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     if len(set(cfg["methods"])) != len(cfg["methods"]):
         raise AlsegError(f"--methods {cfg['methods']}: a method is listed twice")
     cfg["budgets"] = parse_budgets(cfg["budgets"])
+    first = cfg["first_budget"]
+    if first is not None and first != cfg["budgets"][0]:
+        # the reference's start: a round of its own before the first budget (selected, trained
+        # and evaluated like every round, so model-based methods have a model for it)
+        if first > cfg["budgets"][0]:
+            raise AlsegError(f"--first-budget {first:g}%: must be below the first budget ({cfg['budgets'][0]:g}%)")
+        cfg["budgets"] = [first] + cfg["budgets"]
     cfg["seeds"] = [int(s) for s in parse_list(cfg["seeds"], int, "seeds")]
     if not cfg["seeds"] or len(set(cfg["seeds"])) != len(cfg["seeds"]):
         raise AlsegError(f"--seeds {cfg['seeds']}: give distinct integers, e.g. 0,1,2")
@@ -209,6 +221,8 @@ def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
     for key in sorted(set(saved) | set(cfg)):
         if key in FREE_KEYS:
             continue
+        if key not in saved and cfg.get(key) == DEFAULTS.get(key):
+            continue        # a setting newer than the run directory, at its default
         if saved.get(key) != cfg.get(key):
             raise AlsegError(
                 f"{path}: this run was started with {key}={saved.get(key)!r}, not {cfg.get(key)!r}; "

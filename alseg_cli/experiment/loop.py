@@ -17,7 +17,7 @@ from ..errors import AlsegError
 from ..manifest import make_manifest
 from ..progress import as_reporter
 from . import progress as loop_progress
-from .backend import can_start_cold, embedding_source, load_backend, needs_model
+from .backend import can_start_cold, embedding_source, load_backend, models_for, needs_model
 from .chain import (DEFAULT_BACKEND, chain_records, embeddings_key, run_chain, seed_ready, seed_task, set_threads,
                     shared_task, step_task, uses_encoder, uses_pixels, write_rounds)
 from .config import check_compatible, resolve_config, round_name
@@ -60,8 +60,8 @@ def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
                 tasks.append(task(f"{key}/select", "select", step_task,
                                   (cfg, run_dir, method, seed, r, "select", backend), deps))
                 members = []
-                if cfg["models_per_round"] > 1:
-                    for k in range(cfg["models_per_round"]):
+                if models_for(cfg, method) > 1:
+                    for k in range(models_for(cfg, method)):
                         members.append(f"{key}/member{k}")
                         tasks.append(task(members[-1], "train", step_task,
                                           (cfg, run_dir, method, seed, r, "train", backend, k), [f"{key}/select"]))

@@ -15,8 +15,8 @@ from ..errors import AlsegError
 # The type of every setting, checked before any work (and before config.json is written):
 # int (with a minimum), number, bool, str, table, or list-like (a list or "a,b,c").
 SCHEMA: Dict[str, tuple] = {
-    "dataset": ("str",), "methods": ("list",), "budgets": ("list",), "seeds": ("list",),
-    "models_per_round": ("int", 1), "supervision": ("str",), "encoder": ("str?",), "pretrain": ("bool",),
+    "dataset": ("str",), "methods": ("list",), "budgets": ("list",), "first_budget": ("number?", 0), "pixels_size": ("int?", 1), "seeds": ("list",),
+    "models_per_round": ("int", 1), "ensemble_models": ("int", 2), "supervision": ("str",), "encoder": ("str?",), "pretrain": ("bool",),
     "pretrain_epochs": ("int", 1), "pretrain_options": ("table",), "train_options": ("table",),
     "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
     "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),

@@ -76,6 +76,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble or --model unet")
     if info.get("needs_backbone") and not backbone_weights:
         raise AlsegError(f"--model {model} needs --backbone-weights PATH (a local ResNet-50 state dict)")
+    if backbone_weights and not info.get("needs_backbone"):
+        raise AlsegError(f"--backbone-weights: --model {model} has no pretrained backbone to load them into "
+                         f"(models that take one: {', '.join(n for n in NETWORKS.names() if NETWORKS.info(n).get('needs_backbone'))})")
     if backbone_weights and not Path(backbone_weights).is_file():
         raise AlsegError(f"--backbone-weights {backbone_weights}: file not found")
     if size is not None and int(size) != store.size:
