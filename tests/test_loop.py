@@ -32,7 +32,7 @@ class FakeBackend:
 
     def pretrain(self, dataset, out, seed, epochs, device, **kw):
         import torch
-        self.calls.append(("pretrain", str(out)))
+        self.calls.append(("pretrain", str(out), kw))
         FakeBackend.pretrain_threads.append(torch.get_num_threads())
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "config.json").write_text(json.dumps({"seed": seed}))
@@ -58,7 +58,7 @@ class FakeBackend:
         return manifest
 
     def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
-        self.calls.append(("train", str(out), iterations, ensemble))
+        self.calls.append(("train", str(out), iterations, ensemble, kw.get("model")))
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "manifest.json").write_text(json.dumps({"best_member": 0, "labels": labels}))
         return {"kind": "model", "best_member": 0}
@@ -309,3 +309,24 @@ def test_pixel_baseline_size_is_a_setting(tmp_path, dataset):
         be = FakeBackend()
         run_loop(tmp_path / f"run{want}", backend=be, **options(dataset, methods="coreset", seeds="0", **kw))
         assert [c[2] for c in be.calls if c[0] == "embed"] == [{"pixels_size": want}]
+
+
+def test_any_registered_network_and_the_pretrained_gcl_weights(tmp_path, dataset):
+    weights = tmp_path / "r50.pth"
+    weights.write_bytes(b"x")
+    be = FakeBackend()
+    run_loop(tmp_path / "run", backend=be, **options(dataset, methods="gcl-coreset", seeds="0", pretrain=True,
+                                                    model="unet-resnet50",
+                                                    train_options={"backbone_weights": str(weights)}))
+    assert {c[4] for c in be.calls if c[0] == "train"} == {"unet-resnet50"}
+    assert [c[2]["weights"] for c in be.calls if c[0] == "pretrain"] == [[0.0, 1.0, 0.0, 0.0]]
+    be = FakeBackend()
+    run_loop(tmp_path / "run2", backend=be, **options(dataset, methods="random", seeds="0"))
+    assert {c[4] for c in be.calls if c[0] == "train"} == {None}        # the backend's unet / dmpls
+    for kw, msg in (({"model": "unet-resnet50"}, "needs train_options.backbone_weights"),
+                    ({"model": "dmpls"}, "--supervision scribble"), ({"model": "nonet"}, "unknown"),
+                    ({"model": "unet-resnet50", "train_options": {"backbone_weights": "nope.pth"}}, "not found"),
+                    ({"train_options": {"backbone_weights": str(weights)}}, "has no pretrained backbone")):
+        with pytest.raises(AlsegError, match=msg):
+            run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, **kw))
+        assert not (tmp_path / "bad").exists()

@@ -234,6 +234,8 @@ def test_unet_resnet50_loads_local_backbone_and_trains(phantom_store, tmp_path):
     m = train_seg(phantom_store, "all", tmp_path / "r", model="unet-resnet50", backbone_weights=tmp_path / "r50.pth",
                   iterations=2, val_every=2, progress=False, batch_size=2)
     assert m["model"] == "unet-resnet50"
+    # its own reference recipe unless told otherwise: Adam 1e-4 with gradient clipping
+    assert (m["args"]["optimizer"], m["args"]["lr"], m["args"]["clip_grad"]) == ("adam", 1e-4, 1.0)
     assert load_model(tmp_path / "r", device="cpu")(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 64, 64)
     (tmp_path / "bad.pth").write_text("not weights")
     with pytest.raises(AlsegError, match="not a torch state dict"):
@@ -254,3 +256,20 @@ def test_cli_logs_plain_validation_lines_when_stderr_is_not_a_terminal(phantom_s
     curve = json.loads((tmp_path / "m" / "member0" / "curve.json").read_text())
     assert f"val Dice {curve[-1]['val_dice']:.3f}" in lines[1]
     assert json.loads(r.stdout)["kind"] == "model"
+
+
+def test_recipe_defaults_come_from_the_network_then_the_paper(phantom_store, tmp_path, monkeypatch):
+    from alseg_cli.segmentation.recipe import resolve_recipe
+
+    assert resolve_recipe(None) == {"optimizer": "sgd", "lr": 0.01, "clip_grad": 0.0}
+    assert resolve_recipe({"optimizer": "adam", "lr": 1e-4, "clip_grad": 1.0}, lr=3e-4) == \
+        {"optimizer": "adam", "lr": 3e-4, "clip_grad": 1.0}
+    clipped = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda p, v: clipped.append(v) or real(p, v))
+    m = train_seg(phantom_store, "all", tmp_path / "u", **FAST)
+    assert (m["args"]["optimizer"], m["args"]["lr"], m["args"]["clip_grad"]) == ("sgd", 0.01, 0.0) and not clipped
+    train_seg(phantom_store, "all", tmp_path / "c", clip_grad=0.5, **FAST)
+    assert clipped == [0.5] * FAST["iterations"]
+    with pytest.raises(AlsegError, match="--clip-grad"):
+        train_seg(phantom_store, "all", tmp_path / "x", clip_grad=-1.0, **FAST)

@@ -61,6 +61,12 @@ def command(
                                                     help="Ray: GPUs per selection (model-based methods; default 0)."),
     gpus_per_evaluate: Optional[float] = typer.Option(None, "--gpus-per-evaluate",
                                                       help="Ray: GPUs per evaluation (default 0: CPU)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Round network: any of train-seg's (default "
+                                        "unet, or dmpls with --supervision scribble), e.g. unet-resnet50 "
+                                        "with --backbone-weights; a pretrained one trains with its own "
+                                        "recipe and GCL uses the patient group alone."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local ResNet-50 state "
+                                                    "dict for --model unet-resnet50 (train_options.backbone_weights)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -72,7 +78,9 @@ def command(
     """
     from ..api import run_loop
 
-    options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets, first_budget=first_budget, seeds=seeds,
+    options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets,
+                   first_budget=first_budget, seeds=seeds, model=model,
+                   train_options={"backbone_weights": str(backbone_weights.resolve())} if backbone_weights else None,
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
                    pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,

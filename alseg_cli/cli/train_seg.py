@@ -23,9 +23,13 @@ def command(
                                              help="Default: max(--min-iterations, 60000 x labelled fraction)."),
     min_iterations: int = typer.Option(500, "--min-iterations", help="Floor of the default iteration count."),
     batch_size: int = typer.Option(6, "--batch-size"),
-    lr: float = typer.Option(0.01, "--lr", help="Peak learning rate (poly decay 0.9 after any warm-up)."),
-    optimizer: str = typer.Option("sgd", "--optimizer",
-                                  help="sgd (momentum 0.9, wd 1e-4; the paper's) or adamw (wd 1e-4)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (poly decay 0.9 after any "
+                                       "warm-up). Default 0.01 (the paper's); unet-resnet50: 1e-4."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer",
+                                            help="sgd (momentum 0.9, wd 1e-4; the paper's default), adam, or "
+                                                 "adamw (wd 1e-4). unet-resnet50 defaults to adam (its reference)."),
+    clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Clip the gradient norm to this "
+                                              "(0 = off, the default; unet-resnet50: 1.0)."),
     warmup: int = typer.Option(0, "--warmup", help="Iterations of linear learning-rate warm-up."),
     sampler: str = typer.Option("uniform", "--sampler",
                                 help="uniform batches, or foreground: half of each batch from labelled "
@@ -69,7 +73,7 @@ def command(
                          device=device, val_every=val_every, workers=workers, resume=resume, force=force,
                          ensemble=ensemble, base_channels=base_channels, backbone_weights=backbone_weights,
                          val_split=val_split, allow_other_dataset=allow_other_dataset,
-                         optimizer=optimizer, warmup=warmup, sampler=sampler, class_weights=class_weights,
+                         optimizer=optimizer, clip_grad=clip_grad, warmup=warmup, sampler=sampler, class_weights=class_weights,
                          augment=augment, retries=retries, min_val_dice=min_val_dice,
                          progress=progress_mode())
     emit(manifest)

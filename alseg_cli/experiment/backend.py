@@ -76,10 +76,11 @@ class LibraryBackend:
         return select(**opts)
 
     def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, member=None,
-              assemble=False, **options):
-        """The round's model; ``member=k``: only ensemble member k, trained beside the others
-        (continuing its own partial state); ``assemble``: the members trained so, put together."""
-        model = "dmpls" if supervision == "scribble" else "unet"
+              assemble=False, model=None, **options):
+        """The round's model (``model``: a registered network, default unet, or dmpls on
+        scribbles); ``member=k``: only ensemble member k, trained beside the others (continuing
+        its own partial state); ``assemble``: the members trained so, put together."""
+        model = model or ("dmpls" if supervision == "scribble" else "unet")
         apart = member is not None or assemble
         return train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
                          ensemble=ensemble, seed=seed, device=device, force=not apart, resume=apart,

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..atomic import write_json
+from ..encoders.losses import default_weights
 from ..errors import AlsegError
 from ..metrics.report import mean_dice
 from . import steps as layout
 from .backend import can_start_cold, embedding_source, load_backend, models_for, needs_model
-from .config import encoder_for, iterations_for, round_budgets
+from .config import encoder_for, iterations_for, pretrained_network, round_budgets
 from .steps import StepRunner
 
 DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
@@ -98,9 +99,11 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
                          + " need an encoder: pass --pretrain (train one per seed) or --encoder DIR")
     if cfg.get("pretrain") and not cfg.get("encoder"):
         enc = Path(encoder)
+        options = dict(cfg.get("pretrain_options") or {})
+        if pretrained_network(cfg) and "weights" not in options:
+            options["weights"] = default_weights((), pretrained=True)      # patient group alone
         runner.run(enc.parent, enc.name, lambda: backend.pretrain(
-            cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"],
-            **(cfg.get("pretrain_options") or {})))
+            cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"], **options))
     out = layout.embeddings_path(run_dir, f"seed{seed}")
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
@@ -160,7 +163,8 @@ def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, ste
                 dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
                 iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=models_for(cfg, method),
                 seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
-                batch_size=cfg["batch_size"], **options, **extra)
+                batch_size=cfg["batch_size"], **({"model": cfg["model"]} if cfg.get("model") else {}),
+                **options, **extra)
         if member is not None:
             if layout.is_done(rd, "train"):
                 return {"step": "train", "member": member, "skipped": True}

@@ -45,7 +45,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 DEFAULTS: Dict[str, Any] = {
     "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "first_budget": None, "seeds": [0],
     "pixels_size": 32,
-    "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "encoder": None, "pretrain": False,
+    "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "model": None, "encoder": None, "pretrain": False,
     "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
@@ -199,6 +199,7 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         if not Path(encoder_for(cfg["encoder"], seed)).exists():
             raise AlsegError(f"--encoder {encoder_for(cfg['encoder'], seed)}: no such encoder directory"
                              + (f" (seed {seed})" if "{seed}" in cfg["encoder"] else ""))
+    _check_model(cfg)
     if cfg["executor"] not in ("local", "ray"):
         raise AlsegError(f"--executor {cfg['executor']}: choose local or ray")
     if cfg["supervision"] not in ("full", "scribble"):
@@ -214,6 +215,37 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         cfg["threads"] = max(1, (os.cpu_count() or 1) // cfg["jobs"])
     cfg["threads"] = int(cfg["threads"])
     return cfg
+
+
+def _check_model(cfg: Dict[str, Any]) -> None:
+    """The round network: any registered one (default unet, or dmpls for scribbles), checked
+    before any work: its supervision, and a backbone file where it needs one."""
+    weights = (cfg.get("train_options") or {}).get("backbone_weights")
+    if cfg.get("model") is None and not weights:
+        return
+    from ..segmentation.nets import NETWORKS
+
+    model = cfg.get("model") or ("dmpls" if cfg["supervision"] == "scribble" else "unet")
+    NETWORKS.get(model)                              # unknown -> one line naming the known ones
+    info = NETWORKS.info(model)
+    if model == "dmpls" and cfg["supervision"] != "scribble":
+        raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble")
+    if info.get("needs_backbone") and not weights:
+        raise AlsegError(f"--model {model} needs train_options.backbone_weights (--backbone-weights FILE)")
+    if weights and not info.get("needs_backbone"):
+        raise AlsegError(f"--backbone-weights: the round network {model} has no pretrained backbone; "
+                         f"pass --model unet-resnet50")
+    if weights and not Path(weights).is_file():
+        raise AlsegError(f"--backbone-weights {weights}: file not found")
+
+
+def pretrained_network(cfg: Dict[str, Any]) -> bool:
+    """Is the round network pretrained (a loaded backbone)? Then GCL uses the paper's weights
+    for that case, the patient group alone (appendix A)."""
+    if cfg.get("model") is None:
+        return False
+    from ..segmentation.nets import NETWORKS
+    return bool(NETWORKS.info(cfg["model"]).get("needs_backbone"))
 
 
 def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:

@@ -16,7 +16,7 @@ from ..errors import AlsegError
 # int (with a minimum), number, bool, str, table, or list-like (a list or "a,b,c").
 SCHEMA: Dict[str, tuple] = {
     "dataset": ("str",), "methods": ("list",), "budgets": ("list",), "first_budget": ("number?", 0), "pixels_size": ("int?", 1), "seeds": ("list",),
-    "models_per_round": ("int", 1), "ensemble_models": ("int", 2), "supervision": ("str",), "encoder": ("str?",), "pretrain": ("bool",),
+    "models_per_round": ("int", 1), "ensemble_models": ("int", 2), "supervision": ("str",), "model": ("str?",), "encoder": ("str?",), "pretrain": ("bool",),
     "pretrain_epochs": ("int", 1), "pretrain_options": ("table",), "train_options": ("table",),
     "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
     "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),
@@ -49,8 +49,17 @@ def _option_defaults(key: str) -> Dict[str, Any]:
 
     module, name, loop_set = OPTION_TARGETS[key]
     params = inspect.signature(getattr(import_module(module), name)).parameters
-    return {k: p.default for k, p in params.items()
+    return {k: _typed_default(p) for k, p in params.items()
             if k not in loop_set and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _typed_default(param):
+    """A parameter's default; for ``Optional[float] = None`` (a default resolved later, as the
+    network's own learning rate) a value of the annotated type, so the type is still checked."""
+    if param.default is not None:
+        return param.default
+    note = str(param.annotation)
+    return 0.0 if "float" in note else "" if "str" in note else None
 
 
 def _show(value) -> str:

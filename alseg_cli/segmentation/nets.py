@@ -190,7 +190,9 @@ def build_dmpls(in_channels, num_classes, base_channels=16, **_):
 
 
 @NETWORKS.register("unet-resnet50", "UNet decoder on a ResNet-50 encoder (--backbone-weights FILE)",
-                   supervision="full", needs_backbone=True)
+                   supervision="full", needs_backbone=True,
+                   # the reference's optimiser for the pretrained network (paper table 3)
+                   recipe={"optimizer": "adam", "lr": 1e-4, "clip_grad": 1.0})
 def build_unet_resnet50(in_channels, num_classes, base_channels=16, backbone_weights=None, **_):
     return ResNet50UNet(in_channels, num_classes, base_channels, backbone_weights)
 

@@ -15,7 +15,8 @@ import torch
 
 from ..errors import AlsegError
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PAPER = {"optimizer": "sgd", "lr": 0.01, "clip_grad": 0.0}     # method.md section 5
 SAMPLERS = ("uniform", "foreground")
 CLASS_WEIGHTS = ("none", "balanced")
 AUGMENTS = ("paper", "none")
@@ -33,7 +34,16 @@ def check_recipe(optimizer: str, sampler: str, class_weights: str, augment: str,
             raise AlsegError(f"{name} {value}: must be a whole number >= 0")
 
 
+def resolve_recipe(network_defaults: Optional[dict], **given) -> dict:
+    """optimizer / lr / clip_grad: what was given, else the network's own default recipe (the
+    pretrained ResNet-50 UNet: Adam 1e-4 with clipping, as its reference), else the paper's."""
+    base = {**PAPER, **(network_defaults or {})}
+    return {k: (given[k] if given.get(k) is not None else base[k]) for k in PAPER}
+
+
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)

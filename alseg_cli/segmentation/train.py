@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from .augment import augment_batch
 from .labels import check_compatible, labelled_with, resolve_labels, validation_slices
 from .losses import dmpls_loss, full_loss, partial_ce
 from .nets import NETWORKS, build_network
-from .recipe import BatchSampler, ce_weights, check_recipe, lr_at, make_optimizer
+from .recipe import BatchSampler, ce_weights, check_recipe, lr_at, make_optimizer, resolve_recipe
 from .validate import validation_scores, write_curve_png
 
 PAPER_ITERATIONS = 60000
@@ -41,19 +41,22 @@ def default_iterations(n_labeled: int, n_pool: int, floor: int) -> int:
 
 
 def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None, iterations: int = None,
-              min_iterations: int = 500, batch_size: int = 6, lr: float = 0.01, size: int = None,
+              min_iterations: int = 500, batch_size: int = 6, lr: Optional[float] = None, size: int = None,
               seed: int = 0, device: str = "auto", val_every: int = 200, workers: int = 0,
               resume: bool = False, force: bool = False, ensemble: int = 1, base_channels: int = 16,
               backbone_weights=None, train_split: str = "train", val_split: str = "val",
               allow_other_dataset: bool = False, only_members=None, progress=True,
-              optimizer: str = "sgd", warmup: int = 0, sampler: str = "uniform", class_weights: str = "none",
-              augment: str = "paper", retries: int = 0, min_val_dice: float = None) -> Dict:
+              optimizer: Optional[str] = None, warmup: int = 0, sampler: str = "uniform",
+              class_weights: str = "none", augment: str = "paper", retries: int = 0,
+              min_val_dice: Optional[float] = None, clip_grad: Optional[float] = None) -> Dict:
     """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
     validation is the model's. ``only_members``: train just those members into the partial
     state (for members trained in parallel) and return their records; a later call with
     ``resume`` finds them done and assembles the model.
 
-    Recipe (recipe.py; the defaults are the paper's): ``optimizer`` sgd | adamw, ``warmup``
+    Recipe (recipe.py; the defaults are the paper's, or the network's own where it has one:
+    Adam 1e-4 with gradient clipping for unet-resnet50): ``optimizer`` sgd | adam | adamw,
+    ``lr``, ``clip_grad`` (max gradient norm, 0 = off), ``warmup``
     iterations of linear warm-up, ``sampler`` uniform | foreground, ``class_weights`` none |
     balanced, ``augment`` paper | none. ``retries``: a member whose best checkpoint is
     degenerate (a foreground class of the validation masks predicted nowhere, or best val Dice
@@ -93,6 +96,10 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             raise AlsegError(f"{name} {value}: must be at least 1")
     if iterations is not None and int(iterations) < 1:
         raise AlsegError(f"--iterations {iterations}: must be at least 1")
+    chosen = resolve_recipe(info.get("recipe"), optimizer=optimizer, lr=lr, clip_grad=clip_grad)
+    optimizer, lr, clip_grad = chosen["optimizer"], float(chosen["lr"]), float(chosen["clip_grad"])
+    if clip_grad < 0:
+        raise AlsegError(f"--clip-grad {clip_grad:g}: must be >= 0 (0 = no clipping)")
     check_recipe(optimizer, sampler, class_weights, augment, warmup, retries)
     lab_idx = labelled_with(resolve_labels(labels, store, train_split, allow_other_dataset), store,
                             "scribbles" if supervision == "scribble" else "masks", labels)
@@ -106,7 +113,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     config = {"model": model, "supervision": supervision, "in_channels": store.channels,
               "num_classes": store.num_classes, "size": store.size, "base_channels": int(base_channels),
               "unannotated": store.unannotated, "classes": store.attrs.get("classes")}
-    recipe = {"optimizer": optimizer, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
+    recipe = {"optimizer": optimizer, "clip_grad": clip_grad, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
               "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
             "lr": lr, "seed": seed, "device": str(dev), "val_every": val_every, "ensemble": ensemble,
@@ -257,6 +264,9 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                     loss = full_loss(net(x).float(), y, weights)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if recipe["clip_grad"]:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), recipe["clip_grad"])
             scaler.step(opt)
             scaler.update()
             it += 1
