@@ -128,7 +128,9 @@ ACDC_RECIPES = {"today": {}, "quick": {"class_weights": "balanced", "val_every":
                 "adamw": {"optimizer": "adamw", "lr": 0.003, "class_weights": "balanced", "val_every": 50,
                           "retries": 2},
                 "adamw-1e-3": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced", "val_every": 50,
-                               "retries": 2}}
+                               "retries": 2},
+                "adamw-1e-3-val100": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced",
+                                      "val_every": 100, "retries": 2}}
 
 
 def acdc_spread(acdc_dir: Path, out: Path, seeds, recipes, jobs: int, budget: str = "5%"):

@@ -184,3 +184,32 @@ def test_collapsed_models_are_flagged_in_every_table_format(tmp_path):
         by_budget = {r["budget_percent"]: r for r in csv.DictReader(fh)}
     assert by_budget["5"]["degenerate_seeds"] == "1" and by_budget["10"]["degenerate_seeds"] == ""
     assert any("degenerate on validation" in w for w in m["table"]["warnings"])
+
+
+def test_mean_over_budgets_column_is_each_seeds_average_bootstrapped(tmp_path):
+    rng = np.random.default_rng(3)
+    data = {m: {b: {s: list(rng.uniform(0.2, 0.9, 4)) for s in (0, 1, 2)} for b in (2, 3, 5)}
+            for m in ("random", "gcl-coreset")}
+    del data["random"][5][2]                                  # seed 2 lacks one budget
+    fake_run(tmp_path / "run", data)
+    m = bootstrap_report(tmp_path / "run", n_boot=200, seed=1, plot_png=False)
+    means = {r["method"]: r for r in m["table"]["means"]}
+    mat = np.mean([np.array([data["gcl-coreset"][b][s] for s in (0, 1, 2)]) for b in (2, 3, 5)], axis=0)
+    mean, err = bootstrap_error(mat, n_boot=200, seed=1)
+    assert means["gcl-coreset"]["mean"] == pytest.approx(mean) and means["gcl-coreset"]["error"] == pytest.approx(err)
+    assert means["random"]["seeds"] == [0, 1] and means["random"]["missing_seeds"] == [2]
+    literal = np.mean([np.mean([np.mean(data["random"][b][s]) for b in (2, 3, 5)]) for s in (0, 1)])
+    assert means["random"]["mean"] == pytest.approx(literal)
+    md = (tmp_path / "run" / "bootstrap" / "table.md").read_text()
+    assert "| method | 2% | 3% | 5% | mean |" in md and means["random"]["text"] in md
+    assert means["random"]["text"].endswith("†")
+
+
+def test_run_dirs_sharing_a_method_are_labelled_not_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    for name in ("ablation-a", "ablation-b"):
+        fake_run(tmp_path / name, {"coreset": {2: {0: list(rng.uniform(0.3, 0.8, 3))}},
+                                   name[-1]: {2: {0: list(rng.uniform(0.3, 0.8, 3))}}})
+    m = bootstrap_report([tmp_path / "ablation-a", tmp_path / "ablation-b"], tmp_path / "out", n_boot=50,
+                         plot_png=False)
+    assert sorted(m["table"]["methods"]) == ["a", "b", "coreset [ablation-a]", "coreset [ablation-b]"]

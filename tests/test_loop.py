@@ -330,3 +330,50 @@ def test_any_registered_network_and_the_pretrained_gcl_weights(tmp_path, dataset
         with pytest.raises(AlsegError, match=msg):
             run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, **kw))
         assert not (tmp_path / "bad").exists()
+
+
+def test_named_variants_train_their_own_encoders_and_label_their_chains(tmp_path, dataset):
+    be = FakeBackend()
+    out = tmp_path / "run"
+    variants = {"ntxent": {"method": "coreset", "pretrain_options": {"groups": "none"}},
+                "vol": {"method": "gcl-coreset", "pretrain_options": {"groups": "volume", "weights": [0, 0, 1, 0]}}}
+    run_loop(out, backend=be, **options(dataset, methods="ntxent,vol,gcl-coreset,coreset", seeds="0", pretrain=True,
+                                        variants=variants))
+    pre = {c[1]: c[2] for c in be.calls if c[0] == "pretrain"}
+    assert pre == {str(out / "encoders/seed0"): {}, str(out / "encoders/ntxent/seed0"): {"groups": "none"},
+                   str(out / "encoders/vol/seed0"): {"groups": "volume", "weights": [0, 0, 1, 0]}}
+    sel = {c[1]: c for c in be.calls if c[0] == "select"}
+    first = lambda name: sel[str(out / f"{name}/seed0/round2/selection.json")]   # noqa: E731
+    assert first("ntxent")[2] == "coreset" and first("ntxent")[3].endswith("embeddings/ntxent-seed0.zarr")
+    assert first("vol")[2] == "gcl-coreset" and first("vol")[3].endswith("embeddings/vol-seed0.zarr")
+    assert first("gcl-coreset")[3].endswith("embeddings/seed0.zarr")
+    assert first("coreset")[3].endswith("embeddings/pixels.zarr")
+    # resuming may add a variant, never change one that ran
+    run_loop(out, backend=FakeBackend(), **options(dataset, methods="ntxent", seeds="0", pretrain=True,
+                                                   variants={**variants, "pv": {"method": "coreset", "pretrain_options": {}}}))
+    with pytest.raises(AlsegError, match="variant ntxent was run with other settings"):
+        run_loop(out, backend=FakeBackend(), **options(dataset, methods="ntxent", seeds="0", pretrain=True,
+                                                       variants={"ntxent": {"method": "random"}}))
+    for bad, msg in (({"coreset": {"method": "random"}}, "a method's name"), ({"x": {"method": "nope"}}, "unknown"),
+                     ({"x": {"method": "coreset", "embedding": "pixels"}}, "unknown key"),
+                     ({"x": {"method": "coreset", "pretrain_options": {"epochz": 1}}}, "epochz")):
+        with pytest.raises(AlsegError, match=msg):
+            run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, methods="random", variants=bad))
+    with pytest.raises(AlsegError, match="unknown"):
+        run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, methods="nosuch"))
+
+
+def test_the_ablation_config_runs_its_eleven_rows(tmp_path, dataset):
+    from alseg_cli.metrics.report import bootstrap_report
+
+    root = Path(__file__).resolve().parents[1]
+    be = FakeBackend()
+    out = tmp_path / "ablation"
+    run_loop(out, backend=be, config=str(root / "examples" / "ablation.toml"), dataset=dataset, seeds="0",
+             supervision="full")
+    weights = {Path(c[1]).parent.name: c[2]["weights"] for c in be.calls if c[0] == "pretrain"}
+    assert len(weights) == 10 and weights["ntxent-patient-volume"] == [1, 0.05, 0.35, 0]
+    assert weights["patient"] == [0, 1, 0, 0] and weights["patient-volume-slice"] == [0, 0.33, 0.33, 0.33]
+    table = bootstrap_report(out, n_boot=20, plot_png=False)["table"]
+    assert len(table["methods"]) == 11 and table["budgets"] == [2.0, 3.0, 4.0, 5.0]
+    assert {r["method"] for r in table["means"]} == set(table["methods"])

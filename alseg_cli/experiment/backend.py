@@ -40,11 +40,30 @@ def can_start_cold(method: str) -> bool:
     return method_spec(method).cold_start
 
 
-def embedding_source(method: str, cfg) -> Optional[str]:
-    """'encoder' (GCL or --encoder), 'pixels', or None when the method uses no embeddings;
-    the method's spec decides unless the config's method_embeddings overrides it."""
-    override = (cfg.get("method_embeddings") or {}).get(method)
-    return override or method_spec(method).embeddings
+def method_of(cfg, name: str) -> str:
+    """The acquisition method a chain runs: a variant's ``method``, else the name itself."""
+    variant = (cfg.get("variants") or {}).get(name)
+    return variant["method"] if variant else name
+
+
+def encoder_key(cfg, name: str) -> Optional[str]:
+    """Which encoder a chain embeds with: a variant with its own pretrain_options has its
+    own (one per seed, under its name); everything else shares the loop's (None)."""
+    variant = (cfg.get("variants") or {}).get(name)
+    return name if variant and variant.get("pretrain_options") is not None else None
+
+
+def embedding_source(name: str, cfg) -> Optional[str]:
+    """'encoder' (GCL or --encoder), 'pixels', or None when the chain uses no embeddings:
+    method_embeddings overrides, then a variant's ``embeddings`` (a variant with its own
+    encoder uses it), then the method's spec."""
+    override = (cfg.get("method_embeddings") or {}).get(name)
+    variant = (cfg.get("variants") or {}).get(name) or {}
+    if override or variant.get("embeddings"):
+        return override or variant["embeddings"]
+    if variant.get("pretrain_options") is not None:
+        return "encoder"
+    return method_spec(method_of(cfg, name)).embeddings
 
 
 class LibraryBackend:

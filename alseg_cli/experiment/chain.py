@@ -16,7 +16,7 @@ from ..encoders.losses import default_weights
 from ..errors import AlsegError
 from ..metrics.report import mean_dice
 from . import steps as layout
-from .backend import can_start_cold, embedding_source, load_backend, models_for, needs_model
+from .backend import can_start_cold, embedding_source, encoder_key, load_backend, method_of, models_for, needs_model
 from .config import encoder_for, iterations_for, pretrained_network, round_budgets
 from .steps import StepRunner
 
@@ -63,9 +63,15 @@ def uses_pixels(cfg: Dict[str, Any]) -> bool:
     return any(embedding_source(m, cfg) == "pixels" for m in cfg["methods"])
 
 
-def embeddings_key(source: Optional[str], seed: int) -> Optional[str]:
-    """The embeddings a chain of that source uses: 'pixels', 'seed<k>' (its encoder's) or None."""
-    return {"pixels": "pixels", "encoder": f"seed{seed}"}.get(source)
+def embeddings_key(source: Optional[str], seed: int, key: Optional[str] = None) -> Optional[str]:
+    """The embeddings a chain of that source uses: 'pixels', 'seed<k>' (the loop encoder's),
+    '<variant>-seed<k>' (a variant's own encoder's) or None."""
+    return {"pixels": "pixels", "encoder": f"{key}-seed{seed}" if key else f"seed{seed}"}.get(source)
+
+
+def chain_embeddings(cfg: Dict[str, Any], name: str, seed: int) -> Optional[str]:
+    """The embeddings key of one chain (name: a method or a variant)."""
+    return embeddings_key(embedding_source(name, cfg), seed, encoder_key(cfg, name))
 
 
 def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunner) -> None:
@@ -76,12 +82,20 @@ def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunn
                                                                pixels_size=pixels_size(cfg)))
 
 
+def encoder_keys(cfg: Dict[str, Any]) -> List[Optional[str]]:
+    """The encoders the chains embed with: None (the loop's) and/or variant names, in order."""
+    keys = [encoder_key(cfg, m) for m in cfg["methods"] if embedding_source(m, cfg) == "encoder"]
+    return list(dict.fromkeys(keys))
+
+
 def uses_encoder(cfg: Dict[str, Any]) -> bool:
-    """Does any method embed with the GCL / --encoder encoder (rather than pixels or nothing)?"""
-    return any(embedding_source(m, cfg) == "encoder" for m in cfg["methods"])
+    """Does any chain embed with an encoder (rather than pixels or nothing)?"""
+    return bool(encoder_keys(cfg))
 
 
-def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[str]:
+def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, key: Optional[str] = None) -> Optional[str]:
+    if key is not None:
+        return str(layout.encoder_dir(run_dir, seed, key))          # a variant always trains its own
     if cfg.get("encoder"):
         return encoder_for(cfg["encoder"], seed)
     if cfg.get("pretrain"):
@@ -89,31 +103,36 @@ def encoder_for_seed(cfg: Dict[str, Any], run_dir: Path, seed: int) -> Optional[
     return None
 
 
-def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner: StepRunner) -> None:
-    """The GCL encoder of one seed (trained once, reused by every round) and its embeddings."""
-    if not uses_encoder(cfg):
+def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner: StepRunner,
+                 key: Optional[str] = None) -> None:
+    """One seed's encoder (trained once, reused by every round): the loop's (``key`` None) or a
+    variant's, with the variant's pretrain_options over the loop's; then its embeddings."""
+    if key not in encoder_keys(cfg):
         return
-    encoder = encoder_for_seed(cfg, run_dir, seed)
+    encoder = encoder_for_seed(cfg, run_dir, seed, key)
     if encoder is None:
         raise AlsegError("methods " + ", ".join(m for m in cfg["methods"] if embedding_source(m, cfg) == "encoder")
                          + " need an encoder: pass --pretrain (train one per seed) or --encoder DIR")
-    if cfg.get("pretrain") and not cfg.get("encoder"):
+    if key is not None or (cfg.get("pretrain") and not cfg.get("encoder")):
         enc = Path(encoder)
         options = dict(cfg.get("pretrain_options") or {})
+        if key is not None:
+            options.update(cfg["variants"][key]["pretrain_options"])
         if pretrained_network(cfg) and "weights" not in options:
             options["weights"] = default_weights((), pretrained=True)      # patient group alone
         runner.run(enc.parent, enc.name, lambda: backend.pretrain(
             cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"], **options))
-    out = layout.embeddings_path(run_dir, f"seed{seed}")
+    out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
 
 def seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
-    """Is the seed's embedding store done (or not needed at all)?"""
-    if not uses_encoder(cfg):
-        return True
-    out = layout.embeddings_path(run_dir, f"seed{seed}")
-    return layout.is_done(out.parent, out.name)
+    """Are the seed's embedding stores done (or not needed at all)?"""
+    for key in encoder_keys(cfg):
+        out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
+        if not layout.is_done(out.parent, out.name):
+            return False
+    return True
 
 
 def set_threads(cfg: Dict[str, Any]) -> None:
@@ -125,21 +144,22 @@ def set_threads(cfg: Dict[str, Any]) -> None:
 ROUND_STEPS = ("select", "train", "evaluate")
 
 
-def _embeddings(cfg: Dict[str, Any], run_dir: Path, method: str, seed: int) -> Optional[str]:
-    key = embeddings_key(embedding_source(method, cfg), seed)
+def _embeddings(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int) -> Optional[str]:
+    key = chain_embeddings(cfg, name, seed)
     return None if key is None else str(layout.embeddings_path(run_dir, key))
 
 
-def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, step: str, backend,
+def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step: str, backend,
                runner: StepRunner, member: Optional[int] = None) -> Dict[str, Any]:
     """One step of round ``r`` of a chain, done-marked; what it needs from earlier steps is
     read from their files (round r-1's selection and model), so steps can run anywhere.
     ``member`` (train only): train that ensemble member alone, unmarked; the marked train
     step then assembles the members already trained."""
     run_dir = Path(run_dir)
+    method = method_of(cfg, name)          # name: the chain's directory and label (a variant's name)
     budget = round_budgets(cfg)[r]
-    rd = layout.round_dir(run_dir, method, seed, budget)
-    prev = layout.round_dir(run_dir, method, seed, round_budgets(cfg)[r - 1]) if r else None
+    rd = layout.round_dir(run_dir, name, seed, budget)
+    prev = layout.round_dir(run_dir, name, seed, round_budgets(cfg)[r - 1]) if r else None
     rseed = round_seed(seed, r)
     sel, model_dir = rd / "selection.json", rd / "model"
     # First round: the method itself where it can choose from nothing, else random.
@@ -147,7 +167,7 @@ def round_step(cfg: Dict[str, Any], run_dir, method: str, seed: int, r: int, ste
     if step == "select":
         return runner.run(rd, "select", lambda: backend.select(
             method=use, budget=budget, dataset=cfg["dataset"],
-            embeddings=_embeddings(cfg, run_dir, method, seed) if use == method else None,
+            embeddings=_embeddings(cfg, run_dir, name, seed) if use == method else None,
             models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
             labeled=str(prev / "selection.json") if prev else None, seed=rseed, out=sel, device=cfg["device"],
             **(cfg.get("select_options") or {})),
@@ -226,6 +246,6 @@ def shared_task(cfg, run_dir, backend, on_step=None):
     return "pixels"
 
 
-def seed_task(cfg, run_dir, seed, backend, on_step=None):
-    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner(on_step=on_step))
+def seed_task(cfg, run_dir, seed, backend, key=None, on_step=None):
+    prepare_seed(cfg, Path(run_dir), seed, load_backend(backend), StepRunner(on_step=on_step), key)
     return seed

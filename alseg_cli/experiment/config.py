@@ -24,7 +24,7 @@ OPTION_TABLES = ("train_options", "select_options", "pretrain_options")
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {
-        "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1,
+        "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1, "ensemble_models": 2,
         "iterations_per_percent": 30, "min_iterations": 300, "max_iterations": 1500,
         "base_channels": 16, "batch_size": 6, "pretrain_epochs": 5,
         # class-balanced CE, validation every 50 iterations and retries of degenerate models:
@@ -44,7 +44,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 DEFAULTS: Dict[str, Any] = {
     "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "first_budget": None, "seeds": [0],
-    "pixels_size": 32,
+    "pixels_size": 32, "variants": {},
     "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "model": None, "encoder": None, "pretrain": False,
     "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
@@ -184,6 +184,7 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         raise AlsegError("--methods is empty; e.g. --methods random,coreset,gcl-coreset")
     if len(set(cfg["methods"])) != len(cfg["methods"]):
         raise AlsegError(f"--methods {cfg['methods']}: a method is listed twice")
+    _check_variants(cfg)
     cfg["budgets"] = parse_budgets(cfg["budgets"])
     first = cfg["first_budget"]
     if first is not None and first != cfg["budgets"][0]:
@@ -215,6 +216,41 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
         cfg["threads"] = max(1, (os.cpu_count() or 1) // cfg["jobs"])
     cfg["threads"] = int(cfg["threads"])
     return cfg
+
+
+VARIANT_KEYS = ("method", "embeddings", "pretrain_options")
+
+
+def _check_variants(cfg: Dict[str, Any]) -> None:
+    """Named variants (the ablation's rows): [variants.NAME] with a registered ``method``, an
+    optional ``embeddings`` (pixels | encoder) and optional ``pretrain_options`` (its own GCL
+    encoder per seed). Every entry of methods is a registered method or a variant's name."""
+    from ..acquisition.methods import METHODS
+    from .settings import _check_options
+
+    variants = cfg["variants"]
+    for name, v in variants.items():
+        where = f"variants.{name}"
+        if name in METHODS.names():
+            raise AlsegError(f"{where}: {name!r} is a method's name; give the variant a name of its own")
+        if not isinstance(v, dict) or "method" not in v:
+            raise AlsegError(f"{where}: a variant is a table with at least method = \"...\"")
+        extra = sorted(set(v) - set(VARIANT_KEYS))
+        if extra:
+            raise AlsegError(f"{where}: unknown key(s) {', '.join(extra)} (known: {', '.join(VARIANT_KEYS)})")
+        METHODS.get(v["method"])
+        if v.get("embeddings") not in (None, "pixels", "encoder"):
+            raise AlsegError(f"{where}.embeddings = {v['embeddings']!r}: choose pixels or encoder")
+        if v.get("pretrain_options") is not None:
+            if not isinstance(v["pretrain_options"], dict):
+                raise AlsegError(f"{where}.pretrain_options: not a table of settings")
+            _check_options("pretrain_options", v["pretrain_options"])
+            if cfg.get("encoder"):
+                raise AlsegError(f"{where}: a variant with pretrain_options trains its own encoder; "
+                                 f"it cannot use --encoder")
+    for m in cfg["methods"]:
+        if m not in variants:
+            METHODS.get(m)              # unknown -> one line naming the known methods
 
 
 def _check_model(cfg: Dict[str, Any]) -> None:
@@ -255,6 +291,12 @@ def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
             continue
         if key not in saved and cfg.get(key) == DEFAULTS.get(key):
             continue        # a setting newer than the run directory, at its default
+        if key == "variants":    # variants may be added; a variant already run may not change
+            changed = [n for n, v in (saved.get(key) or {}).items() if (cfg.get(key) or {}).get(n, v) != v]
+            if changed:
+                raise AlsegError(f"{path}: variant {changed[0]} was run with other settings "
+                                 f"({saved[key][changed[0]]}); give the new one another name")
+            continue
         if saved.get(key) != cfg.get(key):
             raise AlsegError(
                 f"{path}: this run was started with {key}={saved.get(key)!r}, not {cfg.get(key)!r}; "

@@ -17,9 +17,9 @@ from ..errors import AlsegError
 from ..manifest import make_manifest
 from ..progress import as_reporter
 from . import progress as loop_progress
-from .backend import can_start_cold, embedding_source, load_backend, models_for, needs_model
-from .chain import (DEFAULT_BACKEND, chain_records, embeddings_key, run_chain, seed_ready, seed_task, set_threads,
-                    shared_task, step_task, uses_encoder, uses_pixels, write_rounds)
+from .backend import can_start_cold, load_backend, method_of, models_for, needs_model
+from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys, run_chain,
+                    seed_ready, seed_task, set_threads, shared_task, step_task, uses_pixels, write_rounds)
 from .config import check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
 
@@ -39,16 +39,18 @@ def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
     tasks = []
     if uses_pixels(cfg):
         tasks.append(task("pixels", "embed", shared_task, (cfg, run_dir, backend)))
-    if uses_encoder(cfg):
+    for key in encoder_keys(cfg):
         for seed in cfg["seeds"]:
-            tasks.append(task(f"seed{seed}", "pretrain", seed_task, (cfg, run_dir, seed, backend)))
-    for method in cfg["methods"]:
+            tasks.append(task(embeddings_key("encoder", seed, key), "pretrain", seed_task,
+                              (cfg, run_dir, seed, backend, key)))
+    for name in cfg["methods"]:
+        method = method_of(cfg, name)
         for seed in cfg["seeds"]:
-            emb_key = embeddings_key(embedding_source(method, cfg), seed)
+            emb_key = chain_embeddings(cfg, name, seed)
             emb = (emb_key,) if emb_key else ()
-            chain = f"{method}/seed{seed}"
+            chain = f"{name}/seed{seed}"
             if not ray:
-                tasks.append(task(chain, "chain", run_chain, (cfg, run_dir, method, seed, backend), emb))
+                tasks.append(task(chain, "chain", run_chain, (cfg, run_dir, name, seed, backend), emb))
                 continue
             for r in range(len(cfg["budgets"])):
                 key = f"{chain}/{r}"
@@ -58,17 +60,17 @@ def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
                         if r else ())
                 deps = (emb if uses_emb else ()) + prev
                 tasks.append(task(f"{key}/select", "select", step_task,
-                                  (cfg, run_dir, method, seed, r, "select", backend), deps))
+                                  (cfg, run_dir, name, seed, r, "select", backend), deps))
                 members = []
                 if models_for(cfg, method) > 1:
                     for k in range(models_for(cfg, method)):
                         members.append(f"{key}/member{k}")
                         tasks.append(task(members[-1], "train", step_task,
-                                          (cfg, run_dir, method, seed, r, "train", backend, k), [f"{key}/select"]))
+                                          (cfg, run_dir, name, seed, r, "train", backend, k), [f"{key}/select"]))
                 tasks.append(task(f"{key}/train", "train", step_task,
-                                  (cfg, run_dir, method, seed, r, "train", backend), [f"{key}/select", *members]))
+                                  (cfg, run_dir, name, seed, r, "train", backend), [f"{key}/select", *members]))
                 tasks.append(task(f"{key}/evaluate", "evaluate", step_task,
-                                  (cfg, run_dir, method, seed, r, "evaluate", backend), [f"{key}/train"]))
+                                  (cfg, run_dir, name, seed, r, "evaluate", backend), [f"{key}/train"]))
     return tasks
 
 
@@ -100,6 +102,7 @@ def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
         cfg_saved = dict(cfg)
         cfg_saved["methods"] = list(dict.fromkeys(saved.get("methods", []) + cfg["methods"]))
         cfg_saved["seeds"] = list(dict.fromkeys(saved.get("seeds", []) + cfg["seeds"]))
+        cfg_saved["variants"] = {**(saved.get("variants") or {}), **cfg["variants"]}
         write_json(path, cfg_saved, force=True)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ SCHEMA: Dict[str, tuple] = {
     "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
     "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),
     "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),
-    "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",),
+    "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",), "variants": ("table",),
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
     "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
     "gpus_per_evaluate": ("number", 0),
@@ -58,8 +58,8 @@ def _typed_default(param):
     network's own learning rate) a value of the annotated type, so the type is still checked."""
     if param.default is not None:
         return param.default
-    note = str(param.annotation)
-    return 0.0 if "float" in note else "" if "str" in note else None
+    note = str(param.annotation).replace("Optional[", "").rstrip("]")
+    return {"float": 0.0, "str": ""}.get(note)
 
 
 def _show(value) -> str:

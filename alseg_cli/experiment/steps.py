@@ -4,6 +4,8 @@
     RUN_DIR/embeddings/pixels.zarr              raw-pixel vectors (shared by all chains)
     RUN_DIR/encoders/seed<k>/                   GCL encoder trained once per seed (--pretrain)
     RUN_DIR/embeddings/seed<k>.zarr             that encoder's embeddings
+    RUN_DIR/encoders/<variant>/seed<k>/         a variant's own encoder (its pretrain_options)
+    RUN_DIR/embeddings/<variant>-seed<k>.zarr   and its embeddings
     RUN_DIR/<method>/seed<k>/round<pct>/        selection.json, model/, eval.json
     RUN_DIR/<method>/seed<k>/rounds.json        per-round records (derived; for people)
     <any step dir>/.done/<step>.json            done marker of a step
@@ -33,12 +35,13 @@ def round_dir(run_dir, method: str, seed: int, budget) -> Path:
     return chain_dir(run_dir, method, seed) / round_name(budget)
 
 
-def encoder_dir(run_dir, seed: int) -> Path:
-    return Path(run_dir) / "encoders" / f"seed{seed}"
+def encoder_dir(run_dir, seed: int, key: Optional[str] = None) -> Path:
+    """The loop's encoder of a seed, or a variant's (``key``: its name)."""
+    return Path(run_dir) / "encoders" / (f"{key}/seed{seed}" if key else f"seed{seed}")
 
 
 def embeddings_path(run_dir, source: str) -> Path:
-    """source is 'pixels' or 'seed<k>'."""
+    """source is 'pixels', 'seed<k>' or '<variant>-seed<k>'."""
     return Path(run_dir) / "embeddings" / f"{source}.zarr"
 
 

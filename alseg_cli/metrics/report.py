@@ -151,7 +151,10 @@ def _records_from_eval(path: Path, label: Optional[str] = None) -> Dict[str, Any
 
 
 def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[str, Any]]:
-    """Every (label, budget, seed, evaluation) found in the sources."""
+    """Every (label, budget, seed, evaluation) found in the sources. Run directories of different
+    supervision tag their labels "(full)" / "(scribble)"; a label found in several run
+    directories (the same method run twice, e.g. two ablations) is tagged with its run
+    directory's name as well, so every cell stays one run's."""
     records = []
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
     supervisions = {}
@@ -159,6 +162,7 @@ def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[st
         cfg_path = d / "config.json"
         supervisions[d] = json.loads(cfg_path.read_text()).get("supervision") if cfg_path.exists() else None
     tag = len(set(supervisions.values())) > 1  # disambiguate full vs scribble runs
+    found_in: Dict[str, List[Path]] = {}
     for src in sources:
         path = Path(src)
         if not path.exists():
@@ -171,10 +175,19 @@ def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[st
                 rec = _records_from_eval(ev)
                 if tag:
                     rec["label"] = f"{rec['label']} ({supervisions[path]})"
+                rec["run_dir"] = path
+                found_in.setdefault(rec["label"], [])
+                if path not in found_in[rec["label"]]:
+                    found_in[rec["label"]].append(path)
                 records.append(rec)
         else:
             records.append(_records_from_eval(path))
     for rec in records:
+        dirs = found_in.get(rec["label"], [])
+        if rec.get("run_dir") is not None and len(dirs) > 1:
+            names = [d.name for d in dirs]
+            rec["label"] = f"{rec['label']} [{rec['run_dir'].name if len(set(names)) == len(names) else rec['run_dir']}]"
+        rec.pop("run_dir", None)
         if unit == "slice" and metric != "dice":
             raise AlsegError(f"--metric {metric} is per volume; use --unit volume")
         rec["names"], rec["scores"] = unit_scores(rec["eval"], unit, metric)
@@ -226,11 +239,36 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
             if r["budget"] == budget:
                 r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
     table = {"metric": metric, "title": f"{METRICS[metric][0]} ± bootstrap error (2 sd, paired)",
-             "methods": labels, "budgets": budgets, "rows": rows, "seeds": all_seeds, "warnings": warnings}
-    for r in rows:
+             "methods": labels, "budgets": budgets, "rows": rows, "seeds": all_seeds, "warnings": warnings,
+             "means": _means_over_budgets(cells, labels, n_boot, seed, metric, lower_better)}
+    for r in rows + table["means"]:
         r["text"] = _text(table, r)          # the cell as every table format shows it
     table["footnote"] = _footnote(table).strip()
     return table
+
+
+def _means_over_budgets(cells, labels, n_boot: int, seed: int, metric: str, lower_better: bool) -> List[Dict]:
+    """The paper's "Mean" column (table 2, tables 3-4's mDICE): per method, each seed's scores
+    averaged over the method's budgets, then bootstrapped like a cell (paired over test units).
+    Only seeds with every budget count; a method whose budgets differ from the others' says so."""
+    out = []
+    all_budgets = sorted({b for (_, b) in cells})
+    all_seeds = sorted({s for cell in cells.values() for s in cell})
+    for label in labels:
+        budgets = sorted(b for (lab, b) in cells if lab == label)
+        seeds = sorted(set.intersection(*(set(cells[(label, b)]) for b in budgets)))
+        if not seeds:
+            continue
+        matrix = np.mean([np.stack([cells[(label, b)][s]["scores"] for s in seeds]) for b in budgets], axis=0)
+        mean, err = bootstrap_error(matrix, n_boot=n_boot, seed=seed, allow_nan=metric != "dice")
+        out.append({"method": label, "budget": "mean", "mean": mean, "error": err, "seeds": seeds,
+                    "missing_seeds": [s for s in all_seeds if s not in seeds], "budgets": budgets,
+                    "all_budgets": budgets == all_budgets})
+    finite = [r["mean"] for r in out if not math.isnan(r["mean"])]
+    best = (min if lower_better else max)(finite, default=float("nan"))
+    for r in out:
+        r["best"] = bool(math.isclose(r["mean"], best, rel_tol=0, abs_tol=1e-12))
+    return out
 
 
 def _text(table, r) -> str:
@@ -259,17 +297,20 @@ def _cell(table, label, budget) -> Optional[Dict]:
 
 
 def to_markdown(table) -> str:
-    head = "| method | " + " | ".join(f"{b:g}%" for b in table["budgets"]) + " |"
-    lines = [head, "|---" * (len(table["budgets"]) + 1) + "|"]
+    means = {r["method"]: r for r in table.get("means", [])}
+    head = "| method | " + " | ".join(f"{b:g}%" for b in table["budgets"]) + (" | mean |" if means else " |")
+    lines = [head, "|---" * (len(table["budgets"]) + 1 + bool(means)) + "|"]
     for label in table["methods"]:
         cells = []
-        for b in table["budgets"]:
-            r = _cell(table, label, b)
+        for r in [_cell(table, label, b) for b in table["budgets"]] + ([means.get(label)] if means else []):
             if r is None:
                 cells.append("")
                 continue
-            cells.append(f"**{r['text']}**" if r["best"] else r["text"])
+            text = r["text"] + ("*" if r.get("all_budgets") is False else "")
+            cells.append(f"**{text}**" if r["best"] else text)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(r.get("all_budgets") is False for r in means.values()):
+        lines.append("\n\\* mean over this method's budgets only (others have more)")
     return "\n".join(lines) + "\n" + (f"\n{table['footnote']}\n" if table.get("footnote") else "")
 
 
