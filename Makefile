@@ -41,7 +41,7 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop, NCHW
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
 
-bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % when $(ACDC_DIR) exists (10 models of ~165 CPU s measured: ~15 min more, est.)
+bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % per recipe when $(ACDC_DIR) exists (25 models of ~160 CPU s measured: ~35 min more, est.)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
 	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
 

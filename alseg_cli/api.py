@@ -59,6 +59,21 @@ def stats(dataset, **options):
     return run_stats(dataset, **options)
 
 
+def plot_overlay(dataset, models, out, **options):
+    from .figures.overlay import overlay_figure
+    return overlay_figure(dataset, models, out, **options)
+
+
+def plot_map(stores, out, **options):
+    from .figures.embedding_map import embedding_map
+    return embedding_map(stores, out, **options)
+
+
+def plot_montage(selection, out, **options):
+    from .figures.montage import selection_montage
+    return selection_montage(selection, out, **options)
+
+
 def verify(store):
     from .store import verify_store
     return verify_store(store)

@@ -22,4 +22,14 @@ $ALSEG loop -o "$OUT/run" --dataset "$OUT/data.zarr" --config examples/demo.toml
 # 3. mean Dice +- paired bootstrap error (appendix D) per method and budget: table on
 #    stderr; CSV, Markdown, JSON and a PNG plot in demo/run/bootstrap/.
 $ALSEG bootstrap "$OUT/run" --force > "$OUT/bootstrap.json"
-echo "demo: table in $OUT/run/bootstrap/table.md, plot in $OUT/run/bootstrap/dice.png" >&2
+# 4. the pictures (`alseg plot`): predictions vs ground truth (the paper's figure 3), t-SNE
+#    maps of the pixel and GCL embeddings with gcl-coreset's picks marked (figure 4), and the
+#    slices gcl-coreset asked to annotate in its second round.
+mkdir -p "$OUT/figures"
+$ALSEG plot overlay "$OUT/data.zarr" --run "$OUT/run" --methods random,gcl-coreset --budgets 5,20 \
+  -o "$OUT/figures/overlay.png" --force > /dev/null
+$ALSEG plot map "$OUT/run/embeddings/pixels.zarr" "$OUT/run/embeddings/seed0.zarr" \
+  --selection "$OUT/run/gcl-coreset/seed0/round20/selection.json" -o "$OUT/figures/map.png" --force > /dev/null
+$ALSEG plot montage "$OUT/run/gcl-coreset/seed0/round10/selection.json" -o "$OUT/figures/montage.png" \
+  --force > /dev/null
+echo "demo: table in $OUT/run/bootstrap/table.md, plot in $OUT/run/bootstrap/dice.png, pictures in $OUT/figures/" >&2

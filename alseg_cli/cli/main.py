@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, loop, prep, pretrain, select, stats, train_seg, verify
+from . import bootstrap, embed, evaluate, loop, plot, prep, pretrain, select, stats, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ COMMANDS = {
 }
 for _name, (_fn, _help) in COMMANDS.items():
     app.command(_name, help=(_fn.__doc__ or _help), short_help=_help)(_fn)
+app.add_typer(plot.app, name="plot", short_help="The paper's pictures: overlays (fig. 3), t-SNE maps (fig. 4), montages.")
 
 
 def _version(value: bool):

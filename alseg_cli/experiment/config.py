@@ -27,9 +27,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "budgets": [2, 3, 4, 5, 10], "seeds": [0, 1, 2], "models_per_round": 1, "ensemble_models": 2,
         "iterations_per_percent": 30, "min_iterations": 300, "max_iterations": 1500,
         "base_channels": 16, "batch_size": 6, "pretrain_epochs": 5,
-        # class-balanced CE, validation every 50 iterations and retries of degenerate models:
-        # chosen with benchmarks/bench_stability.py (README, "Round models that learn")
-        "train_options": {"lr": 0.1, "class_weights": "balanced", "val_every": 50, "retries": 2},
+        # AdamW at lr 1e-3, class-balanced CE, validation every 100 iterations and retries of
+        # degenerate models: chosen on validation Dice with benchmarks/bench_stability.py --acdc
+        # at the CPU of the rounds before it (README, "Round models that learn")
+        "train_options": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced", "val_every": 100,
+                          "retries": 2},
         "select_options": {"mc_samples": 10},
     },
     "paper": {
