@@ -213,3 +213,19 @@ def test_run_dirs_sharing_a_method_are_labelled_not_refused(tmp_path):
     m = bootstrap_report([tmp_path / "ablation-a", tmp_path / "ablation-b"], tmp_path / "out", n_boot=50,
                          plot_png=False)
     assert sorted(m["table"]["methods"]) == ["a", "b", "coreset [ablation-a]", "coreset [ablation-b]"]
+
+
+def test_annotation_cost_axis_across_full_weak_and_volume_runs(tmp_path):
+    rng = np.random.default_rng(5)
+    for name, sup, n_lab in (("full", "full", 10), ("weak", "scribble", 10), ("vol", "full", 8)):
+        fake_run(tmp_path / name, {"m": {5: {0: list(rng.uniform(0.3, 0.8, 3))}}})
+        write_json(tmp_path / name / "config.json", {"supervision": sup})
+        write_json(tmp_path / name / "m" / "seed0" / "round5" / "selection.json",
+                   {"kind": "selection", "budget": {"pool": 200}, "labeled": {f"s{k}": 0 for k in range(n_lab)}})
+    m = bootstrap_report([tmp_path / n for n in ("full", "weak", "vol")], tmp_path / "out", n_boot=20,
+                         scribble_cost=0.1)
+    cost = {r["method"]: r["cost"] for r in m["table"]["rows"]}
+    assert cost == pytest.approx({"m (full) [full]": 5.0, "m (full) [vol]": 4.0, "m (scribble)": 0.5})
+    assert (tmp_path / "out" / "dice-cost.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(AlsegError, match="--scribble-cost"):
+        bootstrap_report(tmp_path / "full", tmp_path / "o2", scribble_cost=0)

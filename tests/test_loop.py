@@ -377,3 +377,17 @@ def test_the_ablation_config_runs_its_eleven_rows(tmp_path, dataset):
     table = bootstrap_report(out, n_boot=20, plot_png=False)["table"]
     assert len(table["methods"]) == 11 and table["budgets"] == [2.0, 3.0, 4.0, 5.0]
     assert {r["method"] for r in table["means"]} == set(table["methods"])
+
+
+def test_volume_unit_reaches_every_selection(tmp_path, dataset):
+    seen = []
+
+    class Recording(FakeBackend):
+        def select(self, **kw):
+            seen.append(kw.get("unit"))
+            kw.pop("unit", None)
+            return super().select(**kw)
+    run_loop(tmp_path / "run", backend=Recording(), **options(dataset, methods="random", seeds="0", unit="volume"))
+    assert seen == ["volume"] * 3
+    with pytest.raises(AlsegError, match="--unit 'slab'"):
+        run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, unit="slab"))

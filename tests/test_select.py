@@ -208,3 +208,34 @@ def test_ensemble_methods_refuse_a_single_model(phantom_store, tmp_path):
     m = select(method="variance-ratio", budget="10%", labeled=r0, models=[str(tmp_path / "one"),
                                                                           str(tmp_path / "two")], device="cpu")
     assert len(m["selected"]) == m["budget"]["added"]
+
+
+@pytest.mark.parametrize("method", ["random", "coreset"])
+def test_volume_unit_takes_whole_volumes_within_the_budget(method, phantom_store, emb_store):
+    ds = DatasetStore(phantom_store)
+    kw = {"embeddings": emb_store} if method == "coreset" else {"dataset": phantom_store}
+    a = select(method=method, budget="20%", unit="volume", seed=3, **kw)
+    b = select(method=method, budget="40%", unit="volume", labeled=a, seed=3, **kw)
+    pool = ds.indices("train").size
+    for m, pct in ((a, 20), (b, 40)):
+        ids = list(m["labeled"])
+        vols = {s.split(":")[0] for s in ids}
+        assert sum(ds.volume_slices(v).size for v in vols) == len(ids)        # whole volumes only
+        assert len(ids) <= pool * pct // 100 and m["annotation"]["whole_volumes"] == len(vols)
+        assert m["unit"] == "volume" and m["budget"]["added"] == len(m["selected"])
+    assert set(a["labeled"]) < set(b["labeled"])
+    assert select(method=method, budget="20%", unit="volume", seed=3, **kw)["selected"] == a["selected"]
+    if method == "coreset":      # k-center over mean-pooled volume vectors, brute force
+        vec = zarr.open_group(str(emb_store))["vectors"][:].astype(np.float64)
+        train_vols = sorted(set(ds.volumes[ds.indices("train")].tolist()))
+        means = {v: vec[ds.volumes == v].mean(0) for v in train_vols}
+        first_pick = a["selected"][0].split(":")[0]
+        second = [s.split(":")[0] for s in a["selected"] if s.split(":")[0] != first_pick]
+        if second:
+            far = max((v for v in train_vols if v != first_pick),
+                      key=lambda v: np.linalg.norm(means[v] - means[first_pick]))
+            assert second[0] == far
+    with pytest.raises(AlsegError, match="--unit volume works with"):
+        select(method="typiclust", budget="20%", unit="volume", embeddings=emb_store)
+    with pytest.raises(AlsegError, match="--unit 'slab'"):
+        select(method="random", budget="20%", unit="slab", dataset=phantom_store)

@@ -20,6 +20,7 @@ from . import learned  # noqa: F401  (registers coregcn, typiclust, vaal)
 from .budget import parse_budget
 from .methods import METHODS, SelectionContext, method_spec
 from .options import SelectOptions
+from .volumes import select_volumes
 
 
 def list_methods() -> list:
@@ -42,6 +43,16 @@ def _load_labeled(labeled) -> Dict:
     if not isinstance(lab, dict):
         raise AlsegError("the --labeled selection manifest has no 'labeled' {slice_id: round} map")
     return m, {str(k): int(v) for k, v in lab.items()}
+
+
+def annotation_summary(store: DatasetStore, ids, pool: int) -> Dict:
+    """What the labelled set costs to annotate, in the units of figure 2: slices (a full mask
+    costs 1, a scribble SCRIBBLE_COST; the loop and bootstrap apply the supervision), whole
+    volumes among them, and the fraction of the fully labelled training set."""
+    vols = store.volumes[store.ids_to_indices(ids)] if ids else np.array([])
+    whole = [v for v in set(vols.tolist()) if (vols == v).sum() == store.volume_slices(v).size]
+    return {"slices": len(ids), "volumes": len(set(vols.tolist())), "whole_volumes": len(whole),
+            "percent_of_pool": 100.0 * len(ids) / max(1, pool)}
 
 
 def _load_embeddings(path, store: DatasetStore):
@@ -67,7 +78,7 @@ def _load_embeddings(path, store: DatasetStore):
 def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
            embeddings=None, dataset=None, models: Sequence[str] = (), labeled=None, seed: int = 0,
            out=None, force: bool = False, device: str = "auto", split: str = "train",
-           options=None, args: Optional[Dict] = None, **option_values) -> Dict:
+           options=None, args: Optional[Dict] = None, unit: str = "slice", **option_values) -> Dict:
     """Choose the next slices to annotate; returns the selection manifest (also written to ``out``).
 
     ``options``: a SelectOptions (or a dict of its fields), updated by keyword ``option_values``
@@ -75,8 +86,11 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
 
     ``labeled``: a previous selection manifest (path, JSON text or dict). ``dataset`` defaults to
     the embeddings store's ``dataset`` attribute, then the labelled manifest's ``dataset``.
+    ``unit``: "slice", or "volume" (whole volumes up to the budget; volumes.py).
     """
     fn = METHODS.get(method)                       # unknown method -> one-line error, first
+    if unit not in ("slice", "volume"):
+        raise AlsegError(f"--unit {unit!r}: choose slice or volume")
     needs = method_spec(method).needs
     params = SelectOptions.build(options, **option_values)      # bad options fail before any work
     if out is not None:
@@ -119,9 +133,10 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     import torch  # noqa: F401  (imported before timing so the import is not counted)
 
     t0 = time.perf_counter()
-    picks = fn(ctx)
+    picks = fn(ctx) if unit == "slice" else select_volumes(method, ctx, total)
     seconds = time.perf_counter() - t0
     picks = [int(i) for i in picks]
+    k = k if unit == "slice" else len(picks)
     if len(picks) != k or len(set(picks)) != k or not set(picks) <= set(pool.tolist()):
         raise AlsegError(f"internal error: {method} returned an invalid selection")  # guards the registry
     new_round = (max(lab_map.values()) + 1) if lab_map else 0
@@ -140,8 +155,9 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
         "selection", args or {"method": method, "budget": budget, "add": add, "seed": seed},
         inputs=inputs, outputs={"selection": out}, seed=int(seed), device=str(device),
         method=method, params=params.as_dict(), dataset=str(store.path.resolve()),
-        budget={"requested": budget if budget is not None else f"+{add}", "resolved": total,
-                "added": k, "pool": int(train.size)},
+        budget={"requested": budget if budget is not None else f"+{add}",
+                "resolved": total if unit == "slice" else int(lab_idx.size) + k, "added": k, "pool": int(train.size)},
+        unit=unit, annotation=annotation_summary(store, list(labeled_out), int(train.size)),
         round=new_round, labeled=labeled_out, selected=selected, seconds=round(seconds, 4),
         **({"diagnostics": ctx.diagnostics} if ctx.diagnostics else {}))
     if out is not None:

@@ -23,7 +23,11 @@ def command(
                                     "directed 95th percentile (MONAI). HD95 is lower-is-better, per volume."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (appendix D: 1000)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the resample indices (shared by all methods: paired)."),
-    no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG plot."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Skip the PNG plots."),
+    scribble_cost: float = typer.Option(1 / 15, "--scribble-cost", help="A scribbled slice's annotation cost "
+                                        "relative to a full mask (the paper: 1/15), for METRIC-cost.png: Dice "
+                                        "against annotation cost across full, weak and whole-volume runs "
+                                        "(figure 2)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
 ):
     """Bootstrap error bars over seeds and methods, as the paper's table 1.
@@ -36,7 +40,7 @@ def command(
     from ..api import bootstrap
 
     manifest = bootstrap([str(s) for s in sources], out, unit=unit, n_boot=n_boot, seed=seed,
-                         force=force, plot_png=not no_plot, metric=metric)
+                         force=force, plot_png=not no_plot, metric=metric, scribble_cost=scribble_cost)
     err_console.print(rich_table(manifest["table"]))
     for warning in manifest["table"]["warnings"]:
         err_console.print(f"[yellow]alseg: warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -61,6 +61,9 @@ def command(
                                                     help="Ray: GPUs per selection (model-based methods; default 0)."),
     gpus_per_evaluate: Optional[float] = typer.Option(None, "--gpus-per-evaluate",
                                                       help="Ray: GPUs per evaluation (default 0: CPU)."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="slice (default) or volume: every round takes whole "
+                                       "volumes (random, coreset, gcl-coreset; figure 2's baseline, e.g. with "
+                                       "--model unet3d)."),
     model: Optional[str] = typer.Option(None, "--model", help="Round network: any of train-seg's (default "
                                         "unet, or dmpls with --supervision scribble), e.g. unet-resnet50 "
                                         "with --backbone-weights; a pretrained one trains with its own "
@@ -79,7 +82,7 @@ def command(
     from ..api import run_loop
 
     options = dict(dataset=str(dataset) if dataset else None, methods=methods, budgets=budgets,
-                   first_budget=first_budget, seeds=seeds, model=model,
+                   first_budget=first_budget, seeds=seeds, model=model, unit=unit,
                    train_options={"backbone_weights": str(backbone_weights.resolve())} if backbone_weights else None,
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,

@@ -37,6 +37,9 @@ def command(
                                                   "nearest neighbours; the default) or 'sqeuclidean' (the "
                                                   "official code's faiss distances). Clusters of 5 points or "
                                                   "fewer are only used once the larger ones are exhausted."),
+    unit: str = typer.Option("slice", "--unit", help="slice, or volume: whole volumes up to the budget's slice "
+                             "count (random, or coreset/gcl-coreset on mean-pooled volume embeddings; the "
+                             "paper's figure 2 baseline)."),
     list_: bool = typer.Option(False, "--list", help="List the methods with what they need, then exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -77,13 +80,14 @@ def command(
             "dataset": None if dataset is None else str(dataset), "models": [str(m) for m in model or []],
             "labeled": labeled if isinstance(labeled, str) else "<stdin>", "seed": seed,
             "out": None if out is None else str(out), "mc_samples": mc_samples,
-            "batch_slices": batch_slices, "reduce": reduce, "device": device}
+            "batch_slices": batch_slices, "reduce": reduce, "device": device, "unit": unit}
     args["typicality"] = typicality
     manifest = select(method=method, budget=budget, add=add, embeddings=embeddings, dataset=dataset,
                       models=[str(m) for m in model or []], labeled=labeled, seed=seed, out=out,
                       mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, typicality=typicality,
-                      force=force, device=device, args=args)
+                      force=force, device=device, args=args, unit=unit)
     b = manifest["budget"]
+    whole = f" ({manifest['annotation']['whole_volumes']} whole volumes)" if unit == "volume" else ""
     err_console.print(f"{method}: selected {b['added']} slices ({b['resolved']} of {b['pool']} labelled "
-                      f"after this round) in {manifest['seconds']:.2f} s", highlight=False)
+                      f"after this round{whole}) in {manifest['seconds']:.2f} s", highlight=False)
     emit(manifest)

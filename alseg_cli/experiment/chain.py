@@ -170,6 +170,7 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
             embeddings=_embeddings(cfg, run_dir, name, seed) if use == method else None,
             models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
             labeled=str(prev / "selection.json") if prev else None, seed=rseed, out=sel, device=cfg["device"],
+            **({"unit": cfg["unit"]} if cfg.get("unit", "slice") != "slice" else {}),
             **(cfg.get("select_options") or {})),
             summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
                                  "labeled": len((m or {}).get("labeled", {}))})

@@ -46,7 +46,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 DEFAULTS: Dict[str, Any] = {
     "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "first_budget": None, "seeds": [0],
-    "pixels_size": 32, "variants": {},
+    "pixels_size": 32, "variants": {}, "unit": "slice",
     "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "model": None, "encoder": None, "pretrain": False,
     "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
@@ -187,6 +187,8 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     if len(set(cfg["methods"])) != len(cfg["methods"]):
         raise AlsegError(f"--methods {cfg['methods']}: a method is listed twice")
     _check_variants(cfg)
+    if cfg["unit"] not in ("slice", "volume"):
+        raise AlsegError(f"--unit {cfg['unit']!r}: choose slice or volume")
     cfg["budgets"] = parse_budgets(cfg["budgets"])
     first = cfg["first_budget"]
     if first is not None and first != cfg["budgets"][0]:

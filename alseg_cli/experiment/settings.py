@@ -21,7 +21,7 @@ SCHEMA: Dict[str, tuple] = {
     "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
     "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),
     "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),
-    "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",), "variants": ("table",),
+    "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",), "variants": ("table",), "unit": ("str",),
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
     "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
     "gpus_per_evaluate": ("number", 0),

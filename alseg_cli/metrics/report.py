@@ -150,7 +150,25 @@ def _records_from_eval(path: Path, label: Optional[str] = None) -> Dict[str, Any
             "seed": int(seed), "eval": data, "path": str(path)}
 
 
-def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[str, Any]]:
+SCRIBBLE_COST = 1 / 15     # a scribbled slice's cost relative to a full mask (the paper's figure 2)
+
+
+def annotation_cost(eval_path: Path, supervision: Optional[str], scribble_cost: float) -> Optional[float]:
+    """The labelled set's annotation cost in % of labelling every training slice with a full
+    mask: its slices (selection.json beside eval.json) x 1 for masks or ``scribble_cost``
+    for scribbles, over the pool. A volume is its slices. None when the selection is absent."""
+    sel = eval_path.parent / "selection.json"
+    if not sel.exists():
+        return None
+    m = _load_json(sel)
+    pool = (m.get("budget") or {}).get("pool")
+    if not pool:
+        return None
+    return 100.0 * len(m.get("labeled") or {}) / pool * (scribble_cost if supervision == "scribble" else 1.0)
+
+
+def collect(sources, unit: str = "volume", metric: str = "dice",
+            scribble_cost: float = SCRIBBLE_COST) -> List[Dict[str, Any]]:
     """Every (label, budget, seed, evaluation) found in the sources. Run directories of different
     supervision tag their labels "(full)" / "(scribble)"; a label found in several run
     directories (the same method run twice, e.g. two ablations) is tagged with its run
@@ -173,6 +191,7 @@ def collect(sources, unit: str = "volume", metric: str = "dice") -> List[Dict[st
                 raise AlsegError(f"{path}: no <method>/seed<k>/round<pct>/eval.json inside; is it a loop RUN_DIR?")
             for ev in found:
                 rec = _records_from_eval(ev)
+                rec["cost"] = annotation_cost(ev, supervisions[path], scribble_cost)
                 if tag:
                     rec["label"] = f"{rec['label']} ({supervisions[path]})"
                 rec["run_dir"] = path
@@ -230,7 +249,9 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
             warnings.append(f"{label} at {budget:g}%: the model of seed(s) {', '.join(map(str, collapsed))} "
                             f"was degenerate on validation ({by_seed[collapsed[0]]['eval']['degenerate']}); "
                             f"the cell includes it")
+        costs = [by_seed[s].get("cost") for s in seeds]
         rows.append({"method": label, "budget": budget, "mean": mean, "error": err,
+                     "cost": float(np.mean(costs)) if all(c is not None for c in costs) else None,
                      "seeds": seeds, "missing_seeds": missing, "degenerate_seeds": collapsed, "units": len(names)})
     for budget in budgets:
         at = [r for r in rows if r["budget"] == budget and not math.isnan(r["mean"])]
@@ -326,7 +347,9 @@ def write_csv(table, path: Path) -> None:
                         " ".join(map(str, r.get("degenerate_seeds", []))), r["units"]])
 
 
-def plot(table, path: Path, title: Optional[str] = None) -> None:
+def plot(table, path: Path, title: Optional[str] = None, x: str = "budget") -> None:
+    """The table as curves against the budget, or (``x="cost"``, the paper's figure 2) against
+    the annotation cost on a log axis: scribbled slices cost 1/15 of a mask, volumes their slices."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -334,15 +357,22 @@ def plot(table, path: Path, title: Optional[str] = None) -> None:
     name, _, scale = METRICS[table.get("metric", "dice")]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label in table["methods"]:
-        rs = sorted((r for r in table["rows"] if r["method"] == label), key=lambda r: r["budget"])
-        x = np.array([r["budget"] for r in rs])
+        rs = sorted((r for r in table["rows"] if r["method"] == label and (x == "budget" or r.get("cost"))),
+                    key=lambda r: r[x])
+        if not rs:
+            continue
+        xs = np.array([r[x] for r in rs])
         y = np.array([scale * r["mean"] for r in rs])
         e = np.array([scale * r["error"] for r in rs])
-        ax.plot(x, y, marker="o", label=label)
-        ax.fill_between(x, y - e, y + e, alpha=0.2)
-    ax.set_xlabel("annotated fraction of the pool (%)")
+        ax.plot(xs, y, marker="o", label=label)
+        ax.fill_between(xs, y - e, y + e, alpha=0.2)
+    if x == "cost":
+        ax.set_xscale("log")
+        ax.set_xlabel("annotation cost (% of full masks on every training slice; scribble = 1/15)")
+    else:
+        ax.set_xlabel("annotated fraction of the pool (%)")
     ax.set_ylabel(name)
-    ax.set_title(title or f"{name.split(' (')[0]} vs annotated fraction")
+    ax.set_title(title or f"{name.split(' (')[0]} vs {'annotation cost' if x == 'cost' else 'annotated fraction'}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -351,8 +381,10 @@ def plot(table, path: Path, title: Optional[str] = None) -> None:
 
 
 def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
-                     force: bool = False, plot_png: bool = True, metric: str = "dice") -> Dict[str, Any]:
-    """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``.
+                     force: bool = False, plot_png: bool = True, metric: str = "dice",
+                     scribble_cost: float = SCRIBBLE_COST) -> Dict[str, Any]:
+    """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``,
+    and METRIC-cost.png (against annotation cost, figure 2) for loop runs.
 
     ``out`` defaults to RUN_DIR/bootstrap for a single run directory. Returns the manifest.
     """
@@ -372,7 +404,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
             out = Path(sources[0]) / "bootstrap"
         else:
             raise AlsegError("several sources: pass -o OUT_DIR for the table, CSV and plot")
-    records = collect(sources, unit, metric)
+    if not 0 < scribble_cost <= 1:
+        raise AlsegError(f"--scribble-cost {scribble_cost:g}: a fraction of a mask's cost in (0, 1]")
+    records = collect(sources, unit, metric, scribble_cost)
     table = build_table(records, n_boot=n_boot, seed=seed, metric=metric)
     out = Path(out)
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
@@ -383,6 +417,8 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
         if plot_png:
             plot(table, tmp / f"{metric}.png")
+            if any(r.get("cost") for r in table["rows"]):
+                plot(table, tmp / f"{metric}-cost.png", x="cost")
         if run_dirs:   # loop runs: also the wall time of each stage, from their markers
             times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
