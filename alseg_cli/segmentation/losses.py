@@ -14,11 +14,12 @@ import torch.nn.functional as F
 def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """1 - mean over classes of the soft Dice over the whole batch.
 
-    ``probs`` (B, K, H, W) softmax; ``target`` (B, H, W) integer labels in [0, K).
+    ``probs`` (B, K, H, W) softmax (or (B, K, D, H, W) for volumes); ``target`` (B, H, W)
+    (or (B, D, H, W)) integer labels in [0, K).
     """
     k = probs.shape[1]
-    onehot = F.one_hot(target.long(), k).permute(0, 3, 1, 2).to(probs.dtype)
-    dims = (0, 2, 3)
+    onehot = F.one_hot(target.long(), k).movedim(-1, 1).to(probs.dtype)
+    dims = (0,) + tuple(range(2, probs.ndim))
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()

@@ -197,7 +197,74 @@ def build_unet_resnet50(in_channels, num_classes, base_channels=16, backbone_wei
     return ResNet50UNet(in_channels, num_classes, base_channels, backbone_weights)
 
 
+class ConvBlock3d(nn.Module):
+    """conv3x3x3-InstanceNorm-LeakyReLU twice (nnU-Net's block; instance norm suits batches of
+    one or two volumes)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(),
+            nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU())
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class UNet3D(nn.Module):
+    """A 3D U-Net trained from scratch on whole volumes (the paper's figure 2 baseline).
+
+    Channels base x (1, 2, 4, 8, 16) as the 2D UNet. Anisotropic pooling as nnU-Net does for
+    thick-slice MRI: the first ``inplane_levels`` poolings are in-plane only (1, 2, 2), the
+    others (2, 2, 2) while the depth allows; ceil-mode pooling and upsampling to each skip's
+    size take any depth and size, so volumes need no padding. Input (B, C, D, H, W).
+    """
+    volumetric = True
+
+    def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16, inplane_levels: int = 0):
+        super().__init__()
+        ch = [base_channels * m for m in (1, 2, 4, 8, 16)]
+        self.inplane_levels = int(inplane_levels)
+        self.blocks = nn.ModuleList([ConvBlock3d(in_channels, ch[0])] +
+                                    [ConvBlock3d(ch[i - 1], ch[i]) for i in range(1, 5)])
+        self.reduce = nn.ModuleList([nn.Conv3d(ch[i + 1], ch[i], 1) for i in reversed(range(4))])
+        self.ups = nn.ModuleList([ConvBlock3d(2 * ch[i], ch[i]) for i in reversed(range(4))])
+        self.head = nn.Conv3d(ch[0], num_classes, 1)
+
+    def forward(self, x):
+        feats = []
+        for i, block in enumerate(self.blocks):
+            if i:
+                pz = 2 if i > self.inplane_levels and x.shape[2] >= 2 else 1
+                x = F.max_pool3d(x, (pz, 2, 2), ceil_mode=True)
+            x = block(x)
+            feats.append(x)
+        x = feats[-1]
+        for reduce, up, skip in zip(self.reduce, self.ups, reversed(feats[:-1])):
+            x = F.interpolate(reduce(x), size=skip.shape[-3:], mode="trilinear", align_corners=False)
+            x = up(torch.cat([skip, x], dim=1))
+        return self.head(x)
+
+
+@NETWORKS.register("unet3d", "3D U-Net on whole volumes (figure 2's baseline; select --unit volume)",
+                   supervision="full", volumetric=True)
+def build_unet3d(in_channels, num_classes, base_channels=16, inplane_levels=0, **_):
+    return UNet3D(in_channels, num_classes, base_channels, inplane_levels)
+
+
+def inplane_levels(z_spacing: float, xy_spacing: float, levels: int = 4) -> int:
+    """How many first poolings stay in-plane: until the in-plane spacing reaches half the
+    slice spacing (nnU-Net's rule of thumb), at most ``levels``."""
+    if not (z_spacing > 0 and xy_spacing > 0):
+        return 0
+    n = 0
+    while n < levels and 2 * xy_spacing * 2 ** n < z_spacing:
+        n += 1
+    return n
+
+
 def build_network(name: str, in_channels: int, num_classes: int, base_channels: int = 16,
-                  backbone_weights=None) -> nn.Module:
+                  backbone_weights=None, **options) -> nn.Module:
+    """``options``: a network's own settings (unet3d: inplane_levels), from the model config."""
     return NETWORKS.get(name)(in_channels=in_channels, num_classes=num_classes,
-                              base_channels=base_channels, backbone_weights=backbone_weights)
+                              base_channels=base_channels, backbone_weights=backbone_weights, **options)

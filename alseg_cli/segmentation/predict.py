@@ -43,7 +43,8 @@ def load_model(model_dir, member: Optional[int] = None, device="auto", checkpoin
     if not path.is_file():
         raise AlsegError(f"{path}: checkpoint missing; retrain the model")
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
-    net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"])
+    net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"],
+                        **(config.get("network_options") or {}))
     state = torch.load(path, map_location="cpu", weights_only=False)
     net.load_state_dict(state["state_dict"])
     return net.to(dev).eval()
@@ -101,8 +102,11 @@ def predict_batches(nets: List[nn.Module], store: DatasetStore, indices, mode: s
     """``iter_predictions`` with networks from ``prediction_nets``."""
     if mode == "mc" and int(samples) < 1:
         raise AlsegError(f"--samples {samples}: must be at least 1")
-    dev = next(nets[0].parameters()).device
     indices = np.asarray(indices, dtype=np.int64)
+    if getattr(nets[0], "volumetric", False):
+        yield from _volume_batches(nets, store, indices, mode)
+        return
+    dev = next(nets[0].parameters()).device
     for start in range(0, len(indices), int(batch_size)):
         idx = indices[start:start + int(batch_size)]
         x = torch.from_numpy(store.images(idx)).to(dev)
@@ -116,3 +120,25 @@ def predict_batches(nets: List[nn.Module], store: DatasetStore, indices, mode: s
             with torch.inference_mode():
                 probs = torch.stack([net(like_weights(net, x)).float().softmax(1).contiguous() for net in nets])
         yield idx, probs.cpu()
+
+
+def _volume_batches(nets, store: DatasetStore, indices: np.ndarray, mode: str):
+    """A 3D network sees whole volumes: each run of ``indices`` in one volume is answered from
+    that volume's prediction (all its slices in z order), in the order asked."""
+    if mode == "mc":
+        raise AlsegError("MC dropout needs a 2D network with dropout; a 3D U-Net has none")
+    dev = next(nets[0].parameters()).device
+    start = 0
+    while start < len(indices):
+        vol = store.volumes[indices[start]]
+        stop = start
+        while stop < len(indices) and store.volumes[indices[stop]] == vol:
+            stop += 1
+        order = store.volume_slices(vol)
+        x = torch.from_numpy(store.images(order)).to(dev).permute(1, 0, 2, 3)[None]    # (1, C, D, H, W)
+        with torch.inference_mode():
+            probs = torch.stack([net(x).float().softmax(1)[0].permute(1, 0, 2, 3) for net in nets])  # (S, D, K, H, W)
+        row = {int(i): k for k, i in enumerate(order)}
+        idx = indices[start:stop]
+        yield idx, probs[:, [row[int(i)] for i in idx]].cpu()
+        start = stop

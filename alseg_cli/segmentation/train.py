@@ -113,6 +113,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     config = {"model": model, "supervision": supervision, "in_channels": store.channels,
               "num_classes": store.num_classes, "size": store.size, "base_channels": int(base_channels),
               "unannotated": store.unannotated, "classes": store.attrs.get("classes")}
+    if info.get("volumetric"):
+        config["network_options"] = {"inplane_levels": _inplane_levels(store, lab_idx)}
     recipe = {"optimizer": optimizer, "clip_grad": clip_grad, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
               "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
@@ -143,10 +145,17 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     replace_json(work / "config.json", config)        # members trained in parallel write it alike
 
     # ---- data in memory: the labelled slices are few, the store may be large --------------
-    images = torch.from_numpy(store.images(lab_idx))
-    targets = torch.from_numpy((store.scribbles if supervision == "scribble" else store.masks)(lab_idx))
-    val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
-    fill = int(store.unannotated) if supervision == "scribble" else 0
+    member_fn = None
+    if info.get("volumetric"):          # whole volumes for a 3D network (train3d.py)
+        from .train3d import train_member_3d
+        member_fn, targets, fill = train_member_3d, None, 0
+        images = [_volume(store, v) for v in whole_volumes(store, lab_idx, "--labels")]
+        val = [_volume(store, v) for v in whole_volumes(store, val_idx, f"the {val_split!r} split")]
+    else:
+        images = torch.from_numpy(store.images(lab_idx))
+        targets = torch.from_numpy((store.scribbles if supervision == "scribble" else store.masks)(lab_idx))
+        val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
+        fill = int(store.unannotated) if supervision == "scribble" else 0
 
     reporter = as_reporter(progress)
     members, t0 = [], time.time()
@@ -155,7 +164,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             continue
         members.append(_train_with_retries(work, m, config, recipe, images, targets, val, fill, int(seed) + m,
                                            iterations, int(batch_size), float(lr), int(val_every), dev,
-                                           backbone_weights, reporter, f"member {m + 1}/{ensemble}"))
+                                           backbone_weights, reporter, f"member {m + 1}/{ensemble}", member_fn))
     if only_members is not None:
         return {"kind": "members", "members": members}
     # the best member on validation, a non-degenerate one where there is one
@@ -174,6 +183,41 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     return manifest
 
 
+def whole_volumes(store: DatasetStore, idx: np.ndarray, what: str):
+    """The volumes of ``idx``, each of which must be there whole (a 3D network trains on and
+    validates with whole volumes)."""
+    names = list(dict.fromkeys(store.volumes[idx].tolist()))
+    have = set(int(i) for i in idx)
+    partial = [v for v in names if not set(int(i) for i in store.volume_slices(v)) <= have]
+    if partial:
+        raise AlsegError(f"{what}: {len(partial)} volume(s) are only partly there (e.g. {partial[0]}); a 3D "
+                         f"network trains on whole volumes: select with --unit volume")
+    return names
+
+
+def _volume(store: DatasetStore, name: str):
+    order = store.volume_slices(name)
+    return (torch.from_numpy(store.images(order)).permute(1, 0, 2, 3).contiguous(),
+            torch.from_numpy(store.masks(order)))
+
+
+def _inplane_levels(store: DatasetStore, idx: np.ndarray) -> int:
+    """nnU-Net's anisotropic pooling from the labelled volumes' median spacing at the working size."""
+    from .nets import inplane_levels
+
+    def xy(vi):     # in-plane mm per working pixel: through resampling and crop when prep did them
+        geom = vi.get("geometry")
+        if geom:
+            return (geom.get("target_spacing") or vi["spacing"][1]) * geom["size"][0] / store.size
+        return vi["spacing"][1] * vi["shape"][1] / store.size
+    info = {v["name"]: v for v in store.volume_info}
+    sp = [(info[v]["spacing"][0], xy(info[v])) for v in set(store.volumes[idx].tolist()) if info[v].get("spacing")]
+    if not sp:
+        return 0
+    z, xy = np.median(np.asarray(sp), axis=0)
+    return inplane_levels(float(z), float(xy))
+
+
 def _is_file(labels) -> bool:
     return isinstance(labels, (str, os.PathLike)) and str(labels) != "all" and Path(str(labels)).is_file()
 
@@ -182,12 +226,14 @@ RETRY_STRIDE = 100_003     # retry seeds: far from the next members' (seed + m) 
 
 
 def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val, fill, seed, iterations,
-                        batch_size, lr, val_every, dev, backbone_weights, reporter, label) -> Dict:
-    """Member m, trained again from another seed while its best checkpoint is degenerate."""
+                        batch_size, lr, val_every, dev, backbone_weights, reporter, label,
+                        member_fn=None) -> Dict:
+    """Member m, trained again from another seed while its best checkpoint is degenerate
+    (``member_fn``: ``_train_member``, or train3d's for a 3D network)."""
     attempts = []
     for attempt in range(recipe["retries"] + 1):
         name = f"member{m}" if attempt == 0 else f"member{m}.retry{attempt}"
-        rec = _train_member(work / name, config, recipe, images, targets, val, fill,
+        rec = (member_fn or _train_member)(work / name, config, recipe, images, targets, val, fill,
                             seed + RETRY_STRIDE * attempt, iterations, batch_size, lr, val_every, dev,
                             backbone_weights, reporter, label if attempt == 0 else f"{label} retry {attempt}")
         floor = recipe.get("min_val_dice")

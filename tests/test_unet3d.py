@@ -1,0 +1,55 @@
+"""The 3D U-Net of figure 2: anisotropic pooling, any depth, whole-volume training on a
+volume selection, prediction and native evaluation through the same API as the 2D nets."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alseg_cli.api import evaluate, select, train_seg
+from alseg_cli.errors import AlsegError
+from alseg_cli.segmentation.losses import soft_dice_loss
+from alseg_cli.segmentation.nets import UNet3D, inplane_levels
+from alseg_cli.segmentation.predict import iter_predictions
+from alseg_cli.store import DatasetStore
+
+
+def test_pooling_plan_and_any_depth():
+    assert inplane_levels(10.0, 1.5) == 2 and inplane_levels(1.0, 1.0) == 0 and inplane_levels(40.0, 0.5) == 4
+    net = UNet3D(1, 3, base_channels=2, inplane_levels=2).eval()
+    for depth in (1, 5, 8):
+        assert net(torch.zeros(1, 1, depth, 20, 18)).shape == (1, 3, depth, 20, 18)
+
+
+def test_soft_dice_is_the_same_for_a_volume_and_its_slices_stacked():
+    torch.manual_seed(0)
+    probs = torch.rand(2, 3, 4, 5, 6).softmax(1)
+    target = torch.randint(0, 3, (2, 4, 5, 6))
+    flat = soft_dice_loss(probs.permute(0, 2, 1, 3, 4).reshape(8, 3, 5, 6), target.reshape(8, 5, 6))
+    assert float(soft_dice_loss(probs, target)) == pytest.approx(float(flat), rel=1e-6)
+
+
+def test_unet3d_trains_on_whole_volumes_and_evaluates_natively(phantom_store, tmp_path):
+    sel = tmp_path / "vol.json"
+    select(method="random", budget="30%", unit="volume", dataset=phantom_store, seed=0, out=sel)
+    m = train_seg(phantom_store, str(sel), tmp_path / "m3", model="unet3d", iterations=4, val_every=2,
+                  base_channels=2, progress=False)
+    assert m["model"] == "unet3d" and m["members"][0]["volumes_per_batch"] >= 1
+    store = DatasetStore(phantom_store)
+    vi = store.volume_info[0]           # phantoms: thick slices, so in-plane pooling comes first
+    want = inplane_levels(vi["spacing"][0], vi["spacing"][1] * vi["shape"][1] / store.size)
+    assert want > 0
+    assert json.loads((tmp_path / "m3" / "config.json").read_text())["network_options"] == {"inplane_levels": want}
+    vol = store.volumes[store.indices("test")][0]
+    order = store.volume_slices(vol)
+    # a slice's prediction comes from its whole volume: asked alone or with the others, the same
+    whole = np.concatenate([p[0].numpy() for _, p in iter_predictions([tmp_path / "m3"], store, order, device="cpu")])
+    one = next(iter_predictions([tmp_path / "m3"], store, order[2:3], device="cpu"))[1][0].numpy()
+    np.testing.assert_allclose(one[0], whole[2], atol=1e-6)
+    res = evaluate(phantom_store, tmp_path / "m3", split="test", progress=False, hd95=False)
+    assert len(res["per_volume"]) == len(set(store.volumes[store.indices("test")].tolist()))
+    ids = json.loads(sel.read_text())["selected"][:1]
+    with pytest.raises(AlsegError, match="only partly there.*--unit volume"):
+        train_seg(phantom_store, ids, tmp_path / "bad", model="unet3d", iterations=1, progress=False)
+    with pytest.raises(AlsegError, match="MC dropout"):
+        list(iter_predictions([tmp_path / "m3"], store, order, mode="mc", samples=2, device="cpu"))
