@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The paper's figure 2 on ACDC at the quick settings (`make figure2`): Dice against annotation
+# cost for slice-based AL with full masks and with scribbles (gcl-coreset; a scribbled slice
+# costs 1/15 of a mask) and random whole volumes with a 3D U-Net trained from scratch (a
+# volume costs its slices). Three loop runs, then one bootstrap over them: its dice-cost.png
+# is the figure. Resumable; the slice runs are the same as `make acdc-quick`'s gcl-coreset
+# chains and reuse them when that has run (same run directories).
+#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
+set -euo pipefail
+ALSEG=${ALSEG:-.venv/bin/alseg}
+ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
+OUT=${OUT:-runs/acdc}
+JOBS=${JOBS:-1}
+[ -d "$ACDC_DIR" ] || { echo "figure2: $ACDC_DIR not found; set ACDC_DIR=..." >&2; exit 2; }
+mkdir -p "$OUT"
+SPLIT="$OUT/split.json"
+python3 - "$SPLIT" <<'PY'
+import json, sys
+split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
+json.dump(split, open(sys.argv[1], "w"), indent=0)
+PY
+DATA="$OUT/acdc128.zarr"
+[ -e "$DATA" ] || $ALSEG prep "$ACDC_DIR" -o "$DATA" --size 128 --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
+COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"})
+# slice-based, full masks and scribbles: the paper's method (its encoders are shared: the weak
+# run embeds with the full run's)
+$ALSEG loop -o "$OUT/quick-full" --methods gcl-coreset --pretrain --pretrain-epochs 5 "${COMMON[@]}" \
+  > "$OUT/quick-full.figure2.json"
+$ALSEG loop -o "$OUT/quick-scribble" --methods gcl-coreset --supervision scribble \
+  --encoder "$OUT/quick-full/encoders/seed{seed}" "${COMMON[@]}" > "$OUT/quick-scribble.figure2.json"
+# whole volumes at random, 3D U-Net; budgets up to 40 % of the slices (figure 2's range)
+$ALSEG loop -o "$OUT/volume-full" --methods random --unit volume --model unet3d --budgets 2,5,10,20,40 \
+  "${COMMON[@]}" > "$OUT/volume-full.figure2.json"
+$ALSEG bootstrap "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/volume-full" -o "$OUT/figure2" --force \
+  > "$OUT/figure2.json"
+echo "figure2: $OUT/figure2/dice-cost.png (table: $OUT/figure2/table.md)" >&2
