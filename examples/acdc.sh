@@ -21,9 +21,6 @@ JOBS=${JOBS:-1}
 SEEDS=${SEEDS:-}
 ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
 OUT=${OUT:-runs/acdc}
-[ -d "$ACDC_DIR" ] || { echo "acdc: $ACDC_DIR not found; set ACDC_DIR=..." >&2; exit 2; }
-mkdir -p "$OUT"
-
 if [ "$PRESET" = paper ]; then
   SIZE=256; DEVICE=${DEVICE:-auto}
   METHODS=${METHODS:-random,coreset,gcl-coreset,typiclust,coregcn,vaal,bald,variance-ratio,ensemble-entropy,stochastic-batches}
@@ -34,18 +31,7 @@ else
   EXTRA=(--pretrain-epochs 5)
 fi
 
-# the patient split as a file, so it is explicit and identical on every machine
-SPLIT="$OUT/split.json"
-python3 - "$SPLIT" <<'PY'
-import json, sys
-split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
-json.dump(split, open(sys.argv[1], "w"), indent=0)
-PY
-
-DATA="$OUT/acdc$SIZE.zarr"
-if [ ! -e "$DATA" ]; then
-  $ALSEG prep "$ACDC_DIR" -o "$DATA" --size "$SIZE" --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
-fi
+source "$(dirname "$0")/acdc_data.sh"
 
 RUN="$OUT/$PRESET-$SUPERVISION"
 # GCL pretraining does not depend on the supervision: a scribble run started after the full

@@ -11,16 +11,8 @@ ALSEG=${ALSEG:-.venv/bin/alseg}
 ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
 OUT=${OUT:-runs/acdc}
 JOBS=${JOBS:-1}
-[ -d "$ACDC_DIR" ] || { echo "figure2: $ACDC_DIR not found; set ACDC_DIR=..." >&2; exit 2; }
-mkdir -p "$OUT"
-SPLIT="$OUT/split.json"
-python3 - "$SPLIT" <<'PY'
-import json, sys
-split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
-json.dump(split, open(sys.argv[1], "w"), indent=0)
-PY
-DATA="$OUT/acdc128.zarr"
-[ -e "$DATA" ] || $ALSEG prep "$ACDC_DIR" -o "$DATA" --size 128 --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
+SIZE=128
+source "$(dirname "$0")/acdc_data.sh"
 COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"})
 # slice-based, full masks and scribbles: the paper's method (its encoders are shared: the weak
 # run embeds with the full run's)

@@ -16,10 +16,14 @@ runner = CliRunner()
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop"):
+    for name in ("prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop", "stats",
+                 "plot"):
         assert name in result.output
     assert set(COMMANDS) == {"prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop",
-                             "verify"}
+                             "verify", "stats"}
+    for sub in ("overlay", "map", "montage"):          # the plot group's commands
+        assert runner.invoke(app, ["plot", sub, "--help"]).exit_code == 0
+        assert f"alseg plot {sub}" in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

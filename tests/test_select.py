@@ -223,6 +223,7 @@ def test_volume_unit_takes_whole_volumes_within_the_budget(method, phantom_store
         assert sum(ds.volume_slices(v).size for v in vols) == len(ids)        # whole volumes only
         assert len(ids) <= pool * pct // 100 and m["annotation"]["whole_volumes"] == len(vols)
         assert m["unit"] == "volume" and m["budget"]["added"] == len(m["selected"])
+        assert m["annotation"]["cost"] == pytest.approx({"full": len(ids), "scribble": len(ids) / 15})
     assert set(a["labeled"]) < set(b["labeled"])
     assert select(method=method, budget="20%", unit="volume", seed=3, **kw)["selected"] == a["selected"]
     if method == "coreset":      # k-center over mean-pooled volume vectors, brute force

@@ -15,6 +15,7 @@ import numpy as np
 from ..atomic import check_writable, write_json
 from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest
+from ..metrics.report import SCRIBBLE_COST
 from ..store import DatasetStore, EmbeddingsStore
 from . import learned  # noqa: F401  (registers coregcn, typiclust, vaal)
 from .budget import parse_budget
@@ -46,13 +47,15 @@ def _load_labeled(labeled) -> Dict:
 
 
 def annotation_summary(store: DatasetStore, ids, pool: int) -> Dict:
-    """What the labelled set costs to annotate, in the units of figure 2: slices (a full mask
-    costs 1, a scribble SCRIBBLE_COST; the loop and bootstrap apply the supervision), whole
-    volumes among them, and the fraction of the fully labelled training set."""
+    """What the labelled set costs to annotate, in the units of figure 2: slices, whole volumes
+    among them, the fraction of the fully labelled training set, and the cost in full-mask
+    slices with masks (1 each; a volume is its slices) or with scribbles (1/15 each, the
+    paper's assumption; `bootstrap --scribble-cost` redraws with another)."""
     vols = store.volumes[store.ids_to_indices(ids)] if ids else np.array([])
     whole = [v for v in set(vols.tolist()) if (vols == v).sum() == store.volume_slices(v).size]
     return {"slices": len(ids), "volumes": len(set(vols.tolist())), "whole_volumes": len(whole),
-            "percent_of_pool": 100.0 * len(ids) / max(1, pool)}
+            "percent_of_pool": 100.0 * len(ids) / max(1, pool),
+            "cost": {"full": float(len(ids)), "scribble": len(ids) * SCRIBBLE_COST}}
 
 
 def _load_embeddings(path, store: DatasetStore):

@@ -1,0 +1,15 @@
+# Sourced by the ACDC scripts (acdc.sh, figure2.sh, ablation.sh): checks ACDC_DIR, writes the
+# patient split (train 001-060, validation 061-070, test 071-080; data README) as a file so it
+# is explicit and identical on every machine, and preps $OUT/acdc$SIZE.zarr once. Sets DATA.
+[ -d "$ACDC_DIR" ] || { echo "$(basename "$0"): $ACDC_DIR not found; set ACDC_DIR=..." >&2; exit 2; }
+mkdir -p "$OUT"
+SPLIT="$OUT/split.json"
+python3 - "$SPLIT" <<'PY'
+import json, sys
+split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
+json.dump(split, open(sys.argv[1], "w"), indent=0)
+PY
+DATA="$OUT/acdc$SIZE.zarr"
+if [ ! -e "$DATA" ]; then
+  $ALSEG prep "$ACDC_DIR" -o "$DATA" --size "$SIZE" --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
+fi
