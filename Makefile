@@ -56,7 +56,7 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 	PRESET=paper SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 
-figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est. from 6 s per 3D iteration measured on a busy core: the volume run's 8,100 iterations ~7 h on 2 cores, the slice runs as acdc-quick's gcl-coreset chains)
+figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at 3.1 s measured on an idle core, ~4 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
 
 ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at ~20-40 min each plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est., not run)
