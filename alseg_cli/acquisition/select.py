@@ -51,9 +51,12 @@ def annotation_summary(store: DatasetStore, ids, pool: int) -> Dict:
     among them, the fraction of the fully labelled training set, and the cost in full-mask
     slices with masks (1 each; a volume is its slices) or with scribbles (1/15 each, the
     paper's assumption; `bootstrap --scribble-cost` redraws with another)."""
-    vols = store.volumes[store.ids_to_indices(ids)] if ids else np.array([])
-    whole = [v for v in set(vols.tolist()) if (vols == v).sum() == store.volume_slices(v).size]
-    return {"slices": len(ids), "volumes": len(set(vols.tolist())), "whole_volumes": len(whole),
+    vols = store.volumes[store.ids_to_indices(ids)] if ids else np.array([], dtype=str)
+    names, labelled = np.unique(vols, return_counts=True)
+    all_names, sizes = np.unique(store.volumes, return_counts=True)       # one pass, not one per volume
+    size_of = dict(zip(all_names.tolist(), sizes.tolist()))
+    whole = sum(int(n == size_of[v]) for v, n in zip(names.tolist(), labelled.tolist()))
+    return {"slices": len(ids), "volumes": int(names.size), "whole_volumes": whole,
             "percent_of_pool": 100.0 * len(ids) / max(1, pool),
             "cost": {"full": float(len(ids)), "scribble": len(ids) * SCRIBBLE_COST}}
 

@@ -26,8 +26,12 @@ def volume_order(method: str, ctx: SelectionContext, candidates: List[str], labe
         return [candidates[i] for i in np.random.default_rng(ctx.seed).permutation(len(candidates))]
     vectors = ctx.need_vectors(method)
     names = candidates + labelled
-    vols = ctx.store.volumes
-    means = np.stack([vectors[vols == v].astype(np.float64).mean(0) for v in names]).astype(np.float32)
+    rows = np.concatenate([ctx.pool, ctx.labeled])
+    codes = {v: k for k, v in enumerate(names)}
+    group = np.asarray([codes[v] for v in ctx.store.volumes[rows]])
+    sums = np.zeros((len(names), vectors.shape[1]))
+    np.add.at(sums, group, vectors[rows].astype(np.float64))          # one pass over the slices
+    means = (sums / np.bincount(group, minlength=len(names))[:, None]).astype(np.float32)
     order = kcenter_greedy(means, len(candidates), labeled=list(range(len(candidates), len(names))),
                            seed=ctx.seed, device=ctx.device)
     return [names[i] for i in order]
