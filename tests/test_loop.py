@@ -391,3 +391,5 @@ def test_volume_unit_reaches_every_selection(tmp_path, dataset):
     assert seen == ["volume"] * 3
     with pytest.raises(AlsegError, match="--unit 'slab'"):
         run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, unit="slab"))
+    with pytest.raises(AlsegError, match="whole volumes with full masks; pass --unit volume"):
+        run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, model="unet3d"))

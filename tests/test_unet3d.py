@@ -51,5 +51,8 @@ def test_unet3d_trains_on_whole_volumes_and_evaluates_natively(phantom_store, tm
     ids = json.loads(sel.read_text())["selected"][:1]
     with pytest.raises(AlsegError, match="only partly there.*--unit volume"):
         train_seg(phantom_store, ids, tmp_path / "bad", model="unet3d", iterations=1, progress=False)
+    with pytest.raises(AlsegError, match="trains on full masks"):
+        train_seg(phantom_store, str(sel), tmp_path / "bad2", model="unet3d", supervision="scribble", iterations=1,
+                  progress=False)
     with pytest.raises(AlsegError, match="MC dropout"):
         list(iter_predictions([tmp_path / "m3"], store, order, mode="mc", samples=2, device="cpu"))

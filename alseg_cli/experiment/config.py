@@ -270,6 +270,9 @@ def _check_model(cfg: Dict[str, Any]) -> None:
     info = NETWORKS.info(model)
     if model == "dmpls" and cfg["supervision"] != "scribble":
         raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble")
+    if info.get("volumetric") and (cfg.get("unit") != "volume" or cfg["supervision"] != "full"):
+        raise AlsegError(f"--model {model} trains on whole volumes with full masks; pass --unit volume "
+                         f"(and --supervision full)")
     if info.get("needs_backbone") and not weights:
         raise AlsegError(f"--model {model} needs train_options.backbone_weights (--backbone-weights FILE)")
     if weights and not info.get("needs_backbone"):

@@ -75,6 +75,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         raise AlsegError(f"{store.path}: no 'unannotated' value in the store attrs; cannot train on scribbles")
     if supervision == "full" and not store.has_masks:
         raise AlsegError(f"{store.path} has no masks; use --supervision scribble")
+    if info.get("volumetric") and supervision != "full":
+        raise AlsegError(f"--model {model} trains on full masks; pass --supervision full")
     if model == "dmpls" and supervision != "scribble":
         raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble or --model unet")
     if info.get("needs_backbone") and not backbone_weights:
