@@ -56,3 +56,43 @@ def test_unet3d_trains_on_whole_volumes_and_evaluates_natively(phantom_store, tm
                   progress=False)
     with pytest.raises(AlsegError, match="MC dropout"):
         list(iter_predictions([tmp_path / "m3"], store, order, mode="mc", samples=2, device="cpu"))
+
+
+def test_a_killed_3d_member_resumes_where_it_stopped(phantom_store, tmp_path):
+    from alseg_cli.progress import as_reporter
+    from alseg_cli.segmentation.train import _volume
+    from alseg_cli.segmentation.train3d import train_member_3d
+
+    store = DatasetStore(phantom_store)
+    vols = [_volume(store, v) for v in sorted(set(store.volumes[store.indices("train")].tolist()))[:3]]
+    val = [_volume(store, v) for v in sorted(set(store.volumes[store.indices("val")].tolist()))]
+    config = {"model": "unet3d", "in_channels": 1, "num_classes": store.num_classes, "base_channels": 2,
+              "network_options": {"inplane_levels": 1}}
+    recipe = {"optimizer": "adam", "class_weights": "none", "warmup": 0, "clip_grad": 0.0}
+
+    class Killed(Exception):
+        pass
+
+    class KillAtFirstValidation:            # a reporter that dies right after the first last.pt
+        def __init__(self):
+            self.quiet = as_reporter(False)
+
+        def __getattr__(self, name):
+            return getattr(self.quiet, name)
+
+        def note(self, text):
+            raise Killed(text)
+
+    def run(mdir, reporter):
+        return train_member_3d(mdir, config, recipe, vols, None, val, 0, 7, 4, 6, 1e-3, 2,
+                               torch.device("cpu"), None, reporter, "m")
+    straight = run(tmp_path / "straight", as_reporter(False))
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", KillAtFirstValidation())
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["iteration"] == 2
+    resumed = run(tmp_path / "killed", as_reporter(False))
+    assert resumed["best_val_dice"] == pytest.approx(straight["best_val_dice"])
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])

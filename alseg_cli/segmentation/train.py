@@ -27,6 +27,7 @@ from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
 from ..store import DatasetStore
 from .augment import augment_batch
+from .checkpoint import save_last
 from .labels import check_compatible, labelled_with, resolve_labels, validation_slices
 from .losses import dmpls_loss, full_loss, partial_ce
 from .nets import NETWORKS, build_network
@@ -331,7 +332,7 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                     best, best_it, best_why = vd, it, why
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
                                 "val_dice": vd}, mdir / "best.pt")
-                _save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config, best_why)
+                save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config, best_why)
                 reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
                               f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
             rate = it / max(1e-9, time.time() - start)
@@ -352,11 +353,3 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
     write_json(mdir / "done.json", done)
     return done
 
-
-def _save_last(mdir, net, opt, gen, it, curve, best, best_it, seconds, val_seconds, config, best_why):
-    tmp = mdir / "last.pt.tmp"
-    torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "iteration": it, "curve": curve, "best_val_dice": best,
-                "best_iteration": best_it, "seconds": seconds, "val_seconds": val_seconds, "config": config,
-                "best_degenerate": best_why}, tmp)
-    os.replace(tmp, mdir / "last.pt")

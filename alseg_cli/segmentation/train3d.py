@@ -5,7 +5,8 @@ A batch holds max(1, batch_size // depth) volumes (``batch_size`` counts slices,
 iteration costs about what a 2D one does), cropped to a common random window of depth equal
 to the shallowest volume drawn; augmentation is the paper's rot90 + flip in-plane (p 0.5),
 the same for every slice of a volume (the small rotations are left out). Validation: the 3D
-Dice of each validation volume predicted whole. A killed 3D member restarts from scratch.
+Dice of each validation volume predicted whole. A killed member resumes from its last
+validation (``last.pt``: weights, optimiser, generator and curve), as 2D members do.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 from ..atomic import write_json
 from ..device import torch_generator
 from ..metrics.dice import dice_per_class
+from .checkpoint import save_last
 from .losses import full_loss
 from .nets import build_network
 from .recipe import ce_weights, degenerate, lr_at, make_optimizer
@@ -75,11 +77,19 @@ def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets,
     weights = None if weights is None else weights.to(dev)
     depth = int(np.median([v[0].shape[1] for v in volumes]))
     per_batch = max(1, int(batch_size) // max(1, depth))
-    curve, losses, best, best_it, best_why, val_seconds = [], [], -1.0, 0, None, 0.0
-    reporter.start(label, iterations, 0)
-    start = time.time()
+    curve, losses, best, best_it, best_why, val_seconds, done_its, spent = [], [], -1.0, 0, None, 0.0, 0, 0.0
+    if (mdir / "last.pt").exists():
+        ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
+        net.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        curve, best, best_it, best_why = ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["best_degenerate"]
+        done_its, spent, val_seconds = ck["iteration"], ck["seconds"], ck["val_seconds"]
+    reporter.start(label, iterations, done_its)
+    start = time.time() - spent
     try:
-        for it in range(1, iterations + 1):
+        for it in range(done_its + 1, iterations + 1):
             net.train()
             x, y = _batch(volumes, per_batch, gen)
             for group in opt.param_groups:
@@ -103,6 +113,8 @@ def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets,
                     best, best_it, best_why = vd, it, why
                     torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it, "val_dice": vd},
                                mdir / "best.pt")
+                save_last(mdir, net, opt, gen, it, curve, best, best_it, time.time() - start, val_seconds,
+                           config, best_why)
                 reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
                               f"(best {best:.3f})")
             reporter.update(label, it, f"loss {float(loss.detach()):.3f}")
