@@ -7,7 +7,7 @@ seeded, so a rerun draws the same picture.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from typing import Dict, Optional
 
-import numpy as np
-
 from ..errors import AlsegError
 from ..store import DatasetStore
 from .common import grey, pyplot, save_png
