@@ -65,3 +65,30 @@ def test_real_loop_resumes_identically(tmp_path, tiny_store):
 
     report = bootstrap_report(run, n_boot=100, plot_png=False)
     assert {r["method"] for r in report["table"]["rows"]} == {"random", "entropy"}
+
+
+def test_a_loop_killed_mid_training_continues_the_member(tmp_path, tiny_store, monkeypatch):
+    """Killed right after a member's first validation, the rerun continues it from last.pt:
+    the same models and metrics as a run never killed."""
+    import alseg_cli.segmentation.train as train_mod
+
+    torch.set_num_threads(1)
+    settings = {**opts(tiny_store), "methods": "random", "iterations": 4, "train_options": {"val_every": 2}}
+    ref = tmp_path / "ref"
+    run_loop(ref, **settings)
+    real = train_mod.save_last
+    calls = []
+
+    def save_then_die(*a, **k):
+        real(*a, **k)
+        calls.append(a[4])                 # the iteration
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(train_mod, "save_last", save_then_die)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(run, **settings)
+    assert calls == [2] and (run / "random/seed0/round10/.model.partial/member0/last.pt").exists()
+    run_loop(run, **settings)
+    assert calls[1] == 4                  # continued at iteration 3, not restarted
+    assert results(run) == results(ref)

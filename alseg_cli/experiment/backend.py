@@ -98,11 +98,13 @@ class LibraryBackend:
               assemble=False, model=None, **options):
         """The round's model (``model``: a registered network, default unet, or dmpls on
         scribbles); ``member=k``: only ensemble member k, trained beside the others (continuing
-        its own partial state); ``assemble``: the members trained so, put together."""
+        its own partial state); ``assemble``: the members trained so, put together. Always
+        resumed: a loop killed mid-training continues each member from its last validation
+        (the same weights as an uninterrupted run), and a model completed just before a kill
+        is taken as it is (the run directory's settings cannot have changed: config.json)."""
         model = model or ("dmpls" if supervision == "scribble" else "unet")
-        apart = member is not None or assemble
         return train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
-                         ensemble=ensemble, seed=seed, device=device, force=not apart, resume=apart,
+                         ensemble=ensemble, seed=seed, device=device, resume=True,
                          only_members=None if member is None else [member], progress=self.progress, **options)
 
     def evaluate(self, *, dataset, model, out, split, device):

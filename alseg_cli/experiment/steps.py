@@ -12,8 +12,10 @@
 
 A step's marker is written atomically *after* its output is complete. On rerun a step
 with a marker is skipped; a step without one is redone from scratch (with force, since a
-kill between the output's rename and the marker may have left a complete output behind).
-A kill -9 therefore loses at most the step in flight.
+kill between the output's rename and the marker may have left a complete output behind),
+except training, which continues each member from its last validation (backend.py).
+A kill -9 therefore loses at most the step in flight, and of a training step only what
+followed its last validation.
 """
 from __future__ import annotations
 
