@@ -5,10 +5,6 @@
 # paper's mDICE. Resumable: rerunning skips finished steps.
 #   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
 set -euo pipefail
-ALSEG=${ALSEG:-.venv/bin/alseg}
-ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
-OUT=${OUT:-runs/acdc}
-JOBS=${JOBS:-1}
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
 RUN="$OUT/ablation"

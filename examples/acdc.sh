@@ -14,13 +14,8 @@
 #        2,3,4,5,10,15,20,40 %, all methods; for a GPU machine (--device auto).
 # Rerunning the same command resumes (finished steps are skipped).
 set -euo pipefail
-ALSEG=${ALSEG:-.venv/bin/alseg}
 PRESET=${PRESET:-quick}
 SUPERVISION=${SUPERVISION:-full}
-JOBS=${JOBS:-1}
-SEEDS=${SEEDS:-}
-ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
-OUT=${OUT:-runs/acdc}
 if [ "$PRESET" = paper ]; then
   SIZE=256; DEVICE=${DEVICE:-auto}
   METHODS=${METHODS:-random,coreset,gcl-coreset,typiclust,coregcn,vaal,bald,variance-ratio,ensemble-entropy,stochastic-batches}

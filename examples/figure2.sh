@@ -7,10 +7,6 @@
 # chains and reuse them when that has run (same run directories).
 #   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
 set -euo pipefail
-ALSEG=${ALSEG:-.venv/bin/alseg}
-ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
-OUT=${OUT:-runs/acdc}
-JOBS=${JOBS:-1}
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
 COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"})

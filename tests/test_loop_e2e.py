@@ -70,21 +70,21 @@ def test_real_loop_resumes_identically(tmp_path, tiny_store):
 def test_a_loop_killed_mid_training_continues_the_member(tmp_path, tiny_store, monkeypatch):
     """Killed right after a member's first validation, the rerun continues it from last.pt:
     the same models and metrics as a run never killed."""
-    import alseg_cli.segmentation.train as train_mod
+    from alseg_cli.segmentation.checkpoint import MemberState
 
     torch.set_num_threads(1)
     settings = {**opts(tiny_store), "methods": "random", "iterations": 4, "train_options": {"val_every": 2}}
     ref = tmp_path / "ref"
     run_loop(ref, **settings)
-    real = train_mod.save_last
+    real = MemberState.validated
     calls = []
 
-    def save_then_die(*a, **k):
-        real(*a, **k)
-        calls.append(a[4])                 # the iteration
+    def save_then_die(self, *a, **k):
+        real(self, *a, **k)               # last.pt written
+        calls.append(self.it)
         if len(calls) == 1:
             raise KeyboardInterrupt
-    monkeypatch.setattr(train_mod, "save_last", save_then_die)
+    monkeypatch.setattr(MemberState, "validated", save_then_die)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_loop(run, **settings)

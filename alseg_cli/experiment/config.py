@@ -263,23 +263,12 @@ def _check_model(cfg: Dict[str, Any]) -> None:
     weights = (cfg.get("train_options") or {}).get("backbone_weights")
     if cfg.get("model") is None and not weights:
         return
-    from ..segmentation.nets import NETWORKS
+    from ..segmentation.nets import check_network
 
     model = cfg.get("model") or ("dmpls" if cfg["supervision"] == "scribble" else "unet")
-    NETWORKS.get(model)                              # unknown -> one line naming the known ones
-    info = NETWORKS.info(model)
-    if model == "dmpls" and cfg["supervision"] != "scribble":
-        raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble")
-    if info.get("volumetric") and (cfg.get("unit") != "volume" or cfg["supervision"] != "full"):
-        raise AlsegError(f"--model {model} trains on whole volumes with full masks; pass --unit volume "
-                         f"(and --supervision full)")
-    if info.get("needs_backbone") and not weights:
-        raise AlsegError(f"--model {model} needs train_options.backbone_weights (--backbone-weights FILE)")
-    if weights and not info.get("needs_backbone"):
-        raise AlsegError(f"--backbone-weights: the round network {model} has no pretrained backbone; "
-                         f"pass --model unet-resnet50")
-    if weights and not Path(weights).is_file():
-        raise AlsegError(f"--backbone-weights {weights}: file not found")
+    info = check_network(model, cfg["supervision"], weights, "train_options.backbone_weights (--backbone-weights FILE)")
+    if info.get("volumetric") and cfg.get("unit") != "volume":
+        raise AlsegError(f"--model {model} trains on whole volumes with full masks; pass --unit volume")
 
 
 def pretrained_network(cfg: Dict[str, Any]) -> bool:

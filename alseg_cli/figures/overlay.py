@@ -68,7 +68,8 @@ def overlay_figure(dataset, models: Dict[str, Path], out, slices: Optional[Seque
         raise AlsegError("no models to draw: give --model DIR (several) or --run RUN_DIR --methods ...")
     store = DatasetStore(dataset)
     idx = store.ids_to_indices(slices) if slices else np.asarray(pick_slices(store, split, n))
-    lacking = [str(store.slice_ids[i]) for i in idx if not store.available("masks")[i]]
+    have = store.available("masks")
+    lacking = [str(store.slice_ids[i]) for i in idx if not have[i]]
     if lacking:
         raise AlsegError(f"slice {lacking[0]} has no mask to compare the prediction with")
     truth = store.masks(idx)

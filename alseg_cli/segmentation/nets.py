@@ -263,6 +263,30 @@ def inplane_levels(z_spacing: float, xy_spacing: float, levels: int = 4) -> int:
     return n
 
 
+def check_network(model: str, supervision: str, backbone_weights=None,
+                  weights_flag: str = "--backbone-weights PATH") -> dict:
+    """Can ``model`` train with this supervision and backbone file? One line if not, before any
+    work (train-seg and the loop share it; ``weights_flag`` says how the caller passes the
+    file). Returns the network's registry info."""
+    from pathlib import Path
+
+    NETWORKS.get(model)                              # unknown -> one line naming the known ones
+    info = NETWORKS.info(model)
+    if info.get("volumetric") and supervision != "full":
+        raise AlsegError(f"--model {model} trains on full masks; pass --supervision full")
+    if model == "dmpls" and supervision != "scribble":
+        raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble or --model unet")
+    if info.get("needs_backbone") and not backbone_weights:
+        raise AlsegError(f"--model {model} needs {weights_flag}, a local ResNet-50 state dict")
+    if backbone_weights and not info.get("needs_backbone"):
+        takers = ", ".join(n for n in NETWORKS.names() if NETWORKS.info(n).get("needs_backbone"))
+        raise AlsegError(f"--backbone-weights: --model {model} has no pretrained backbone to load them into "
+                         f"(models that take one: {takers})")
+    if backbone_weights and not Path(backbone_weights).is_file():
+        raise AlsegError(f"--backbone-weights {backbone_weights}: file not found")
+    return info
+
+
 def build_network(name: str, in_channels: int, num_classes: int, base_channels: int = 16,
                   backbone_weights=None, **options) -> nn.Module:
     """``options``: a network's own settings (unet3d: inplane_levels), from the model config."""

@@ -20,19 +20,19 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from ..atomic import atomic_path, check_writable, replace_json, write_json
+from ..atomic import atomic_path, check_writable, replace_json
 from ..progress import as_reporter
 from ..device import resolve_device, torch_generator
 from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
 from ..store import DatasetStore
 from .augment import augment_batch
-from .checkpoint import save_last
+from .checkpoint import MemberState, finished, timer
 from .labels import check_compatible, labelled_with, resolve_labels, validation_slices
 from .losses import dmpls_loss, full_loss, partial_ce
-from .nets import NETWORKS, build_network
+from .nets import NETWORKS, build_network, check_network
 from .recipe import BatchSampler, ce_weights, check_recipe, lr_at, make_optimizer, resolve_recipe
-from .validate import validation_scores, write_curve_png
+from .validate import validation_scores
 
 PAPER_ITERATIONS = 60000
 
@@ -76,17 +76,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         raise AlsegError(f"{store.path}: no 'unannotated' value in the store attrs; cannot train on scribbles")
     if supervision == "full" and not store.has_masks:
         raise AlsegError(f"{store.path} has no masks; use --supervision scribble")
-    if info.get("volumetric") and supervision != "full":
-        raise AlsegError(f"--model {model} trains on full masks; pass --supervision full")
-    if model == "dmpls" and supervision != "scribble":
-        raise AlsegError("--model dmpls trains on scribbles; pass --supervision scribble or --model unet")
-    if info.get("needs_backbone") and not backbone_weights:
-        raise AlsegError(f"--model {model} needs --backbone-weights PATH (a local ResNet-50 state dict)")
-    if backbone_weights and not info.get("needs_backbone"):
-        raise AlsegError(f"--backbone-weights: --model {model} has no pretrained backbone to load them into "
-                         f"(models that take one: {', '.join(n for n in NETWORKS.names() if NETWORKS.info(n).get('needs_backbone'))})")
-    if backbone_weights and not Path(backbone_weights).is_file():
-        raise AlsegError(f"--backbone-weights {backbone_weights}: file not found")
+    check_network(model, supervision, backbone_weights)
     if size is not None and int(size) != store.size:
         raise AlsegError(f"--size {size}: {store.path} holds slices at {store.size} px; re-prep with --size {size}")
     if store.num_classes < 2:
@@ -261,8 +251,9 @@ def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val
 
 def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, iterations, batch_size, lr,
                   val_every, dev, backbone_weights, reporter, label) -> Dict:
-    if (mdir / "done.json").exists():  # finished before an interruption
-        return json.loads((mdir / "done.json").read_text())
+    done = finished(mdir)
+    if done is not None:
+        return done
     mdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # layer init and dropout draw from the global generator
     net = build_network(config["model"], config["in_channels"], config["num_classes"],
@@ -275,25 +266,16 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
     sample = BatchSampler(recipe["sampler"], targets, list(range(1, config["num_classes"])))
     weights = ce_weights(recipe["class_weights"], targets, config["num_classes"],
                             ignore=config["unannotated"] if config["model"] == "dmpls" else None)
-    it, curve, best, best_it, seconds, val_seconds, best_why = 0, [], -1.0, 0, 0.0, 0.0, None
-    if (mdir / "last.pt").exists():
-        ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
-        net.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        it, curve, best, best_it, seconds = ck["iteration"], ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["seconds"]
-        val_seconds = ck.get("val_seconds", 0.0)
-        best_why = ck.get("best_degenerate")
+    state = MemberState.resume(mdir, net, opt, gen, dev)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     dmpls = config["model"] == "dmpls"
-    n = images.shape[0]
     losses = []
-    reporter.start(label, iterations, it)
-    start = time.time() - seconds
+    reporter.start(label, iterations, state.it)
+    start = timer(state)
     try:
-        while it < iterations:
+        while state.it < iterations:
+            it = state.it
             net.train()
             pick = sample(batch_size, gen)
             x, y = images[pick], targets[pick]
@@ -318,38 +300,22 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                 torch.nn.utils.clip_grad_norm_(net.parameters(), recipe["clip_grad"])
             scaler.step(opt)
             scaler.update()
-            it += 1
+            state.it = it = it + 1
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
                 t_val = time.time()
                 vd, why = validation_scores(net, *val, config["num_classes"], dev)
-                val_seconds += time.time() - t_val
+                state.val_seconds += time.time() - t_val
                 elapsed = time.time() - start
-                curve.append({"iteration": it, "loss": float(np.mean(losses)), "val_dice": vd,
-                              "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3), "degenerate": why})
+                state.validated(net, opt, gen, config, vd, why, losses, elapsed)
                 losses = []
-                if vd > best:
-                    best, best_it, best_why = vd, it, why
-                    torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it,
-                                "val_dice": vd}, mdir / "best.pt")
-                save_last(mdir, net, opt, gen, it, curve, best, best_it, elapsed, val_seconds, config, best_why)
-                reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
-                              f"(best {best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
+                reporter.note(f"{label} it {it}/{iterations} loss {state.curve[-1]['loss']:.4f} val Dice {vd:.3f} "
+                              f"(best {state.best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
             rate = it / max(1e-9, time.time() - start)
-            vd_txt = f"{curve[-1]['val_dice']:.3f}" if curve else "-"
-            reporter.update(label, it, f"loss {losses[-1] if losses else curve[-1]['loss']:.3f} "
+            vd_txt = f"{state.curve[-1]['val_dice']:.3f}" if state.curve else "-"
+            reporter.update(label, it, f"loss {losses[-1] if losses else state.curve[-1]['loss']:.3f} "
                                        f"val {vd_txt} {rate:.1f} it/s")
     finally:
         reporter.finish(label)
-    seconds = time.time() - start
-    write_json(mdir / "curve.json", curve)
-    write_curve_png(curve, mdir / "curve.png", title=f"{config['model']} seed {seed}")
-    done = {"seed": seed, "best_val_dice": best, "best_iteration": best_it, "dir": mdir.name,
-            "iterations": it, "seconds": round(seconds, 3), "it_per_s": round(it / max(1e-9, seconds), 3),
-            # training speed without the validation passes (what the benchmark compares)
-            "validation_seconds": round(val_seconds, 3), "channels_last": fmt is torch.channels_last,
-            "degenerate": best_why,
-            "train_it_per_s": round(it / max(1e-9, seconds - val_seconds), 3)}
-    write_json(mdir / "done.json", done)
-    return done
+    return state.finish(config, seed, time.time() - start, channels_last=fmt is torch.channels_last)
 

@@ -17,14 +17,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from ..atomic import write_json
 from ..device import torch_generator
 from ..metrics.dice import dice_per_class
-from .checkpoint import save_last
+from .checkpoint import MemberState, finished, timer
 from .losses import full_loss
 from .nets import build_network
 from .recipe import ce_weights, degenerate, lr_at, make_optimizer
-from .validate import write_curve_png
 
 Volume = Tuple[torch.Tensor, torch.Tensor]     # image (C, D, H, W) float, mask (D, H, W) integer
 
@@ -63,10 +61,9 @@ def _validate(net, val: List[Volume], num_classes: int, dev):
 def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets, val: List[Volume], _fill,
                     seed, iterations, batch_size, lr, val_every, dev, backbone_weights, reporter, label) -> Dict:
     """One member on whole volumes; the same signature and records as ``_train_member``."""
-    import json
-
-    if (mdir / "done.json").exists():
-        return json.loads((mdir / "done.json").read_text())
+    done = finished(mdir)
+    if done is not None:
+        return done
     mdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"],
@@ -77,19 +74,12 @@ def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets,
     weights = None if weights is None else weights.to(dev)
     depth = int(np.median([v[0].shape[1] for v in volumes]))
     per_batch = max(1, int(batch_size) // max(1, depth))
-    curve, losses, best, best_it, best_why, val_seconds, done_its, spent = [], [], -1.0, 0, None, 0.0, 0, 0.0
-    if (mdir / "last.pt").exists():
-        ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
-        net.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        curve, best, best_it, best_why = ck["curve"], ck["best_val_dice"], ck["best_iteration"], ck["best_degenerate"]
-        done_its, spent, val_seconds = ck["iteration"], ck["seconds"], ck["val_seconds"]
-    reporter.start(label, iterations, done_its)
-    start = time.time() - spent
+    state = MemberState.resume(mdir, net, opt, gen, dev)
+    losses = []
+    reporter.start(label, iterations, state.it)
+    start = timer(state)
     try:
-        for it in range(done_its + 1, iterations + 1):
+        for it in range(state.it + 1, iterations + 1):
             net.train()
             x, y = _batch(volumes, per_batch, gen)
             for group in opt.param_groups:
@@ -100,33 +90,17 @@ def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets,
             if recipe["clip_grad"]:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), recipe["clip_grad"])
             opt.step()
+            state.it = it
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
                 t_val = time.time()
                 vd, why = _validate(net, val, config["num_classes"], dev)
-                val_seconds += time.time() - t_val
-                curve.append({"iteration": it, "loss": float(np.mean(losses)), "val_dice": vd,
-                              "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - start, 3),
-                              "degenerate": why})
+                state.val_seconds += time.time() - t_val
+                state.validated(net, opt, gen, config, vd, why, losses, time.time() - start)
                 losses = []
-                if vd > best:
-                    best, best_it, best_why = vd, it, why
-                    torch.save({"state_dict": net.state_dict(), "config": config, "iteration": it, "val_dice": vd},
-                               mdir / "best.pt")
-                save_last(mdir, net, opt, gen, it, curve, best, best_it, time.time() - start, val_seconds,
-                           config, best_why)
-                reporter.note(f"{label} it {it}/{iterations} loss {curve[-1]['loss']:.4f} val Dice {vd:.3f} "
-                              f"(best {best:.3f})")
+                reporter.note(f"{label} it {it}/{iterations} loss {state.curve[-1]['loss']:.4f} val Dice {vd:.3f} "
+                              f"(best {state.best:.3f})")
             reporter.update(label, it, f"loss {float(loss.detach()):.3f}")
     finally:
         reporter.finish(label)
-    seconds = time.time() - start
-    write_json(mdir / "curve.json", curve)
-    write_curve_png(curve, mdir / "curve.png", title=f"{config['model']} seed {seed}")
-    done = {"seed": seed, "best_val_dice": best, "best_iteration": best_it, "dir": mdir.name,
-            "iterations": iterations, "seconds": round(seconds, 3), "it_per_s": round(iterations / max(1e-9, seconds), 3),
-            "validation_seconds": round(val_seconds, 3), "channels_last": False, "degenerate": best_why,
-            "volumes_per_batch": per_batch,
-            "train_it_per_s": round(iterations / max(1e-9, seconds - val_seconds), 3)}
-    write_json(mdir / "done.json", done)
-    return done
+    return state.finish(config, seed, time.time() - start, channels_last=False, volumes_per_batch=per_batch)
