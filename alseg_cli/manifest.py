@@ -20,7 +20,8 @@ from .atomic import write_json
 from .errors import AlsegError
 
 FORMAT_VERSION = 1
-KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation", "bootstrap", "loop", "stats")
+KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation", "bootstrap", "loop", "stats",
+         "pseudo-labels")
 
 
 def library_versions() -> Dict[str, str]:

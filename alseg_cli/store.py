@@ -38,6 +38,7 @@ from .integrity import CHUNKS_FILE, HASH_SKIP, check_chunks, chunk_files, damage
 from .manifest import hash_tree
 
 DATASET_FORMAT = "alseg.dataset"
+PSEUDO_FORMAT = "alseg.pseudo-labels"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
 SHARD_SLICES = 64
@@ -344,6 +345,36 @@ class EmbeddingsStore(_Store):
 
     def vectors(self) -> np.ndarray:
         return self.read("vectors")
+
+
+def write_pseudo(path, masks: np.ndarray, slice_ids: Sequence[str], attrs: Dict, force: bool = False) -> Dict:
+    """Write a pseudo-labels store atomically: (N, H, W) uint8 masks of N slices, made by a
+    model (k-NN label propagation), with the slice ids they belong to."""
+    masks = np.asarray(masks, dtype=np.uint8)
+    if masks.ndim != 3 or masks.shape[0] != len(slice_ids):
+        raise AlsegError(f"pseudo-masks must be (N, H, W) with one per slice id; got {masks.shape} "
+                         f"for {len(slice_ids)} ids")
+    with atomic_path(path, force=force) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.create_array("masks", data=masks, chunks=(max(1, min(len(masks), 64)),) + masks.shape[1:])
+        _strings(root, "slice_id", list(slice_ids))
+        meta = {"format": PSEUDO_FORMAT, "version": STORE_VERSION, "num": int(masks.shape[0]), **attrs}
+        root.attrs.update(meta)
+        meta["content_hash"] = finish_store(tmp, root)
+    return meta
+
+
+class PseudoStore(_Store):
+    def __init__(self, path):
+        self.path = Path(path)
+        self.root, self.attrs = _open_group(path, PSEUDO_FORMAT)
+
+    @cached_property
+    def slice_ids(self) -> np.ndarray:
+        return self.strings("slice_id")
+
+    def masks(self) -> np.ndarray:
+        return self.read("masks")
 
 
 def verify_store(path) -> Dict:

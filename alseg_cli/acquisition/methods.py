@@ -32,13 +32,15 @@ class MethodSpec:
     ensemble directory), "dataset" (the images) or "nothing". cold_start: it can choose with
     nothing labelled and no model (else a loop's first round is random). embeddings: the
     vectors a loop embeds for it by default: "encoder" (GCL or --encoder), "pixels", or None.
-    labelled: it learns from the labelled set, so needs one.
+    labelled: it learns from the labelled set, so needs one. encoder_loss: a loop trains the
+    method its own encoder per seed with this ``pretrain --loss`` (else it shares the loop's GCL one).
     """
 
     needs: str
     cold_start: bool
     embeddings: Optional[str] = None
     labelled: bool = False
+    encoder_loss: Optional[str] = None
 
     def __post_init__(self):
         if self.needs not in NEEDS or self.embeddings not in EMBEDDINGS:
@@ -109,17 +111,30 @@ def select_coreset(ctx: SelectionContext) -> List[int]:
     return _kcenter_on(ctx, ctx.need_vectors("coreset"))
 
 
+def _learned_coreset(ctx: SelectionContext, name: str, loss: str, what: str) -> List[int]:
+    """k-center on embeddings whose store attrs say they come from an encoder trained with ``loss``."""
+    vectors = ctx.need_vectors(name)
+    encoder = ctx.emb_attrs.get("encoder") or {}
+    encoder = encoder if isinstance(encoder, dict) else {"kind": encoder}
+    made_by = encoder.get("loss") or ("gcl" if encoder.get("gcl") else None)
+    ok = encoder.get("gcl") is True if loss == "gcl" else made_by == loss
+    if not ok:
+        raise AlsegError(f"{name} needs embeddings from {what}, but the store's encoder is "
+                         f"{encoder.get('kind')!r} (loss {made_by}); use --method coreset for other embeddings")
+    return _kcenter_on(ctx, vectors)
+
+
 @method("gcl-coreset", "coreset on embeddings from a GCL-trained encoder (checked in the store attrs).",
         MethodSpec("embeddings", cold_start=True, embeddings="encoder"))
 def select_gcl_coreset(ctx: SelectionContext) -> List[int]:
-    vectors = ctx.need_vectors("gcl-coreset")
-    encoder = ctx.emb_attrs.get("encoder") or {}
-    if not (isinstance(encoder, dict) and encoder.get("gcl") is True):
-        raise AlsegError(f"gcl-coreset needs embeddings from a GCL-trained encoder, but the store's "
-                         f"encoder is {encoder.get('kind') if isinstance(encoder, dict) else encoder!r} "
-                         f"(gcl={encoder.get('gcl') if isinstance(encoder, dict) else None}); "
-                         f"use --method coreset for other embeddings")
-    return _kcenter_on(ctx, vectors)
+    return _learned_coreset(ctx, "gcl-coreset", "gcl", "a GCL-trained encoder")
+
+
+@method("spcon-coreset", "coreset on embeddings from an SP-Con encoder (Peng et al.: `pretrain --loss "
+        "sp-supcon`; a loop trains one per seed).",
+        MethodSpec("embeddings", cold_start=True, embeddings="encoder", encoder_loss="sp-supcon"))
+def select_spcon_coreset(ctx: SelectionContext) -> List[int]:
+    return _learned_coreset(ctx, "spcon-coreset", "sp-supcon", "an SP-Con encoder (pretrain --loss sp-supcon)")
 
 
 # ---- model-based methods -------------------------------------------------------------

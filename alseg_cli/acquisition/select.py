@@ -6,6 +6,8 @@ set as ``{slice_id: round}``: previous rounds as they were, new picks at previou
 """
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -84,7 +86,8 @@ def _load_embeddings(path, store: DatasetStore):
 def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
            embeddings=None, dataset=None, models: Sequence[str] = (), labeled=None, seed: int = 0,
            out=None, force: bool = False, device: str = "auto", split: str = "train",
-           options=None, args: Optional[Dict] = None, unit: str = "slice", **option_values) -> Dict:
+           options=None, args: Optional[Dict] = None, unit: str = "slice", protect=None,
+           **option_values) -> Dict:
     """Choose the next slices to annotate; returns the selection manifest (also written to ``out``).
 
     ``options``: a SelectOptions (or a dict of its fields), updated by keyword ``option_values``
@@ -93,6 +96,9 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
     ``labeled``: a previous selection manifest (path, JSON text or dict). ``dataset`` defaults to
     the embeddings store's ``dataset`` attribute, then the labelled manifest's ``dataset``.
     ``unit``: "slice", or "volume" (whole volumes up to the budget; volumes.py).
+    ``protect``: a pseudo-labels manifest (k-NN propagation's pseudo.json) or slice ids whose
+    slices are kept out of the pick while the rest of the pool still holds the round's count
+    (Belharbi et al.'s protection "until inevitable").
     """
     fn = METHODS.get(method)                       # unknown method -> one-line error, first
     if unit not in ("slice", "volume"):
@@ -120,6 +126,15 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
                          f"of {store.path}")
     total, k = parse_budget(budget, add, int(train.size), int(lab_idx.size))
     pool = np.setdiff1d(train, lab_idx)
+    protection = None
+    if protect is not None:
+        ids = protect if isinstance(protect, (list, tuple)) else \
+            list(json.loads(Path(protect).read_text()).get("pseudo_labeled", {}))
+        held = np.isin(pool, store.ids_to_indices(sorted(ids))) if ids else np.zeros(pool.size, bool)
+        kept = unit == "slice" and (~held).sum() >= k
+        protection = {"pseudo_labelled": int(held.sum()), "held_out": bool(kept)}
+        if kept:
+            pool = pool[~held]
 
     vectors = has = None
     emb_attrs: Dict = {}
@@ -165,7 +180,8 @@ def select(method: str, budget: Optional[str] = None, add: Optional[int] = None,
                 "resolved": total if unit == "slice" else int(lab_idx.size) + k, "added": k, "pool": int(train.size)},
         unit=unit, annotation=annotation_summary(store, list(labeled_out), int(train.size)),
         round=new_round, labeled=labeled_out, selected=selected, seconds=round(seconds, 4),
-        **({"diagnostics": ctx.diagnostics} if ctx.diagnostics else {}))
+        **({"diagnostics": ctx.diagnostics} if ctx.diagnostics else {}),
+        **({"protection": protection} if protection else {}))
     if out is not None:
         write_json(out, manifest, force=force)
     return manifest

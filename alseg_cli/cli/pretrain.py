@@ -1,4 +1,4 @@
-"""`alseg pretrain`: train a group-contrastive (GCL) ResNet-18 encoder on a dataset store."""
+"""`alseg pretrain`: train a contrastive ResNet-18 encoder (GCL, or Peng's SP-Con) on a dataset store."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,12 +21,34 @@ def _weights(text: Optional[str]):
     return values
 
 
+def _lambdas(text: Optional[str]):
+    if text is None:
+        return None
+    try:
+        pairs = [item.split("=") for item in text.replace(" ", "").split(",") if item]
+        return {k: float(v) for k, v in pairs}
+    except ValueError:
+        raise typer.BadParameter(f"--lambdas {text!r}: give meta=weight pairs, e.g. position=1,patient=0.01")
+
+
+def _gamma(text: Optional[str]):
+    if text is None:
+        return None, None
+    try:
+        start, end = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--gamma {text!r}: give START,END, e.g. 2,50")
+    return start, end
+
+
 @handle_errors
 def command(
     dataset: Path = typer.Argument(..., help="Dataset store (DATASET.zarr) from `alseg prep`."),
     out: Path = typer.Option(..., "-o", "--out", help="ENCODER_DIR: encoder.pt, config.json, loss.json, "
                              "loss.png, manifest.json and a per-epoch checkpoint.pt."),
-    groups: str = typer.Option("patient,volume", "--groups", help="Groups of the GCL loss: any of "
+    loss: str = typer.Option("gcl", "--loss", help="gcl (the paper's group contrastive loss, eq. 5) or "
+                             "sp-supcon (Peng et al. 2021: self-paced supervised contrast over --meta labels)."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Groups of the GCL loss (default patient,volume): any of "
                                "slice,volume,patient (comma separated), or 'none' for plain NT-Xent. G of "
                                "eq. 4 is slices / groups for patient and volume; the adjacent-slice groups "
                                "overlap (k-1, k, k+1 around every slice), so for them G is their mean "
@@ -34,7 +56,23 @@ def command(
     weights: Optional[str] = typer.Option(None, "--weights", help="l0,l1,l2,l3 of eq. 5 (NT-Xent, patient, "
                                           "volume, slice). Default: the paper's best for the groups, e.g. "
                                           "1,0.05,0.35,0 for patient+volume."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="Temperature (default 0.5)."),
+    meta: Optional[str] = typer.Option(None, "--meta", help="sp-supcon: meta-labels, any of position (S "
+                                       "slice-position partitions per volume), patient, phase (ED/ES from "
+                                       "ACDC-style '<patient>_frameNN' names). Default: all the store knows."),
+    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="sp-supcon: weight per meta-label (default "
+                                          "position=1,patient=0.01,phase=0.001, Peng's table 5)."),
+    gamma: Optional[str] = typer.Option(None, "--gamma", help="sp-supcon: pace START,END of the self-paced "
+                                        "weights, gamma(e) = start + (end - start)(e/E)^0.5 (default 2,50)."),
+    sp_mode: Optional[str] = typer.Option(None, "--sp-mode", help="sp-supcon: self-paced weights linear "
+                                          "(max(0, 1 - l/gamma), the default) or hard (1[l < gamma])."),
+    partitions: Optional[int] = typer.Option(None, "--partitions", help="sp-supcon: S, position partitions "
+                                             "per volume (default 3, Peng's for ACDC and Hippocampus)."),
+    scans_per_batch: Optional[int] = typer.Option(None, "--scans-per-batch", help="sp-supcon: volumes per "
+                                                  "batch, one slice from each partition (default 10)."),
+    correct_grad: Optional[bool] = typer.Option(None, "--correct-grad/--no-correct-grad", help="sp-supcon: "
+                                                "divide the loss by the mean self-paced weight (the reference "
+                                                "code's option; off by default)."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="Temperature (default 0.5; sp-supcon 0.07)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 100; quick preset 3)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Slices per batch, tuples included "
                                              "(default 8, or 9 with two groups)."),
@@ -53,8 +91,9 @@ def command(
                                 "with the same options."),
     force: bool = typer.Option(False, "--force", help="Delete an existing ENCODER_DIR and start over."),
 ):
-    """Train a group-contrastive (GCL) ResNet-18 encoder: NT-Xent plus patient/volume/slice
-    group losses (Vepa et al. 2024, eq. 4-5) with the group batch sampler.
+    """Train a contrastive ResNet-18 encoder: by default GCL, NT-Xent plus patient/volume/slice
+    group losses (Vepa et al. 2024, eq. 4-5) with the group batch sampler; with --loss
+    sp-supcon, Peng et al.'s self-paced meta-label contrast with the position-partition sampler.
 
     Two augmented views of every slice per step; a checkpoint after every epoch (--resume
     continues after a kill). Prints the encoder manifest as one JSON line on stdout;
@@ -62,7 +101,10 @@ def command(
     """
     from .. import api
 
-    manifest = api.pretrain(dataset, out, groups=groups, weights=_weights(weights), tau=tau, epochs=epochs,
+    g_start, g_end = _gamma(gamma)
+    manifest = api.pretrain(dataset, out, loss=loss, meta=meta, lambdas=_lambdas(lambdas), gamma_start=g_start,
+                            gamma_end=g_end, sp_mode=sp_mode, partitions=partitions,
+                            scans_per_batch=scans_per_batch, correct_grad=correct_grad, groups=groups, weights=_weights(weights), tau=tau, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size, seed=seed,
                             device=device, workers=workers, resume=resume, force=force, preset=preset,
                             split=split, progress=progress_mode())

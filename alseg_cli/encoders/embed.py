@@ -46,8 +46,12 @@ def load_alseg(spec: str, channels: int, **_):
         raise AlsegError(f"{path}: encoder takes {cfg['in_channels']} channel(s) but the dataset has {channels}")
     model = GCLEncoder(cfg.get("arch", "resnet18"), int(cfg.get("in_channels", 1)), int(cfg.get("proj_dim", 64)))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    info = {"spec": str(path.resolve()), "kind": "alseg", "gcl": bool(cfg.get("groups")),
+    loss = cfg.get("loss", "gcl")
+    info = {"spec": str(path.resolve()), "kind": "alseg", "loss": loss,
+            "gcl": loss == "gcl" and bool(cfg.get("groups")),
             "groups": list(cfg.get("groups", [])), "weights": cfg.get("weights"), "tau": cfg.get("tau")}
+    if loss == "sp-supcon":
+        info.update(meta=cfg.get("meta"), lambdas=cfg.get("lambdas"))
     return _Trunk(model), int(cfg["size"]), info
 
 

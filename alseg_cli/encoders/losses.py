@@ -108,3 +108,73 @@ def gcl_total_loss(z: torch.Tensor, tau: float, weights: Sequence[float],
         total = total + w * term
         parts[kind] = float(term.detach())
     return (total, parts) if return_parts else total
+
+
+# ---- SP-Con (Peng et al. 2021; seed-methods.md section 1) ------------------------------
+
+SP_MODES = ("linear", "hard")
+
+
+def supcon_terms(z: torch.Tensor, labels: torch.Tensor, tau: float):
+    """l_ij = -log(exp(s_ij) / sum_{a != i} exp(s_ia)) over all 2N rows, and the positive mask
+    P(i) = {j != i : y_j = y_i} (which holds i's other view). ``labels``: length N, one per slice."""
+    sim = _similarity(z, tau)
+    two_n = sim.shape[0]
+    labels = torch.as_tensor(labels, device=sim.device).reshape(-1)
+    if labels.numel() != two_n // 2:
+        raise ValueError(f"labels need {two_n // 2} entries (one per slice), got {labels.numel()}")
+    eye = torch.eye(two_n, dtype=torch.bool, device=sim.device)
+    l = -(sim - torch.logsumexp(sim.masked_fill(eye, float("-inf")), dim=1, keepdim=True))
+    y = torch.cat([labels, labels])
+    return l, (y[:, None] == y[None, :]) & ~eye
+
+
+def self_paced_weights(l: torch.Tensor, gamma: float, mode: str = "linear") -> torch.Tensor:
+    """The closed-form argmin over w in [0, 1] of w*l + R_gamma(w), computed without gradient
+    (the alternating minimisation: w is fixed while theta takes its step).
+    hard: R = -gamma*w -> 1[l < gamma]; linear: R = gamma*(w^2/2 - w) -> max(0, 1 - l/gamma)."""
+    if mode not in SP_MODES:
+        raise ValueError(f"self-paced mode {mode!r}: choose {SP_MODES}")
+    with torch.no_grad():
+        if mode == "hard":
+            return (l < gamma).to(l.dtype)
+        return (1.0 - l / gamma).clamp(min=0.0)
+
+
+def self_paced_regulariser(w: torch.Tensor, gamma: float, mode: str = "linear") -> torch.Tensor:
+    """R_gamma(w): constant once w is fixed, so it only changes the objective's logged value."""
+    return -gamma * w if mode == "hard" else gamma * (w * w / 2 - w)
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, tau: float, gamma: Optional[float] = None,
+                mode: str = "linear", correct_grad: bool = False, return_objective: bool = False):
+    """SupCon's L_out with every one of the 2N rows an anchor:
+    1/(2N) sum_i 1/|P(i)| sum_{j in P(i)} w_ij l_ij, with w = 1 (``gamma`` None) or the self-paced
+    weights of pace ``gamma``. ``correct_grad`` (the reference code's undocumented option):
+    divide by the mean weight over the positive pairs. ``return_objective`` also returns the
+    self-paced objective's value (with R), for logging."""
+    l, pos = supcon_terms(z, labels, tau)
+    w = torch.ones_like(l) if gamma is None else self_paced_weights(l, gamma, mode)
+    count = pos.sum(1).clamp(min=1)
+    loss = ((w * l * pos).sum(1) / count).mean()
+    if correct_grad and gamma is not None:
+        loss = loss / (w[pos].mean().clamp(min=1e-12))
+    if not return_objective:
+        return loss
+    reg = 0.0 if gamma is None else ((self_paced_regulariser(w, gamma, mode) * pos).sum(1) / count).mean()
+    return loss, float(loss.detach()) + float(reg)
+
+
+def sp_total_loss(z: torch.Tensor, metas: Mapping[str, torch.Tensor], lambdas: Mapping[str, float], tau: float,
+                  gamma: Optional[float], mode: str = "linear", correct_grad: bool = False):
+    """Peng's pretraining objective sum_k lambda_k L^k_sp over the meta-labels given; returns
+    (loss, {meta: unweighted term})."""
+    total = z.new_zeros((), dtype=torch.float32)
+    parts: Dict[str, float] = {}
+    for kind, labels in metas.items():
+        if not lambdas.get(kind):
+            continue
+        term = supcon_loss(z, labels, tau, gamma, mode, correct_grad)
+        total = total + float(lambdas[kind]) * term
+        parts[kind] = float(term.detach())
+    return total, parts

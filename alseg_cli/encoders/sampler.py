@@ -114,3 +114,37 @@ def group_batches(patients: Sequence, volumes: Sequence, z: Sequence, groups,
         batches.append(batch)
     rng.shuffle(batches)
     return batches
+
+
+def position_partition(positions, lengths, S: int) -> np.ndarray:
+    """Peng's slice-position meta-label: part = floor(S * k / Z) for the k-th of Z slices of a
+    volume (0-based, base -> apex), so the S parts of a volume differ in size by at most 1."""
+    k, Z = np.asarray(positions, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    if S < 1:
+        raise ValueError(f"S must be >= 1, got {S}")
+    return (S * k) // np.maximum(Z, 1)
+
+
+def partition_batches(volumes: Sequence, partition: Sequence, scans_per_batch: int, seed: int,
+                      batches: int) -> List[List[int]]:
+    """``batches`` batches of Peng's position sampler: each takes ``scans_per_batch`` distinct
+    volumes (drawn without replacement, a new permutation when the volumes run out) and one
+    random slice from every non-empty partition of each."""
+    vol, part = _codes(volumes), np.asarray(partition)
+    rng = np.random.default_rng(seed)
+    cells: Dict[int, List[np.ndarray]] = {}
+    for v in np.unique(vol):
+        idx = np.flatnonzero(vol == v)
+        cells[int(v)] = [idx[part[idx] == p] for p in np.unique(part[idx])]
+    names = np.array(sorted(cells))
+    m = max(1, min(int(scans_per_batch), names.size))
+    order: List[int] = []
+    out = []
+    for _ in range(int(batches)):
+        if len(order) < m:
+            order += rng.permutation(names).tolist()
+        take, order = order[:m], order[m:]
+        if len(set(take)) < m:     # a permutation's tail met the next one's head: redraw distinct
+            take = rng.choice(names, m, replace=False).tolist()
+        out.append([int(c[rng.integers(c.size)]) for v in take for c in cells[int(v)]])
+    return out

@@ -40,25 +40,46 @@ def can_start_cold(method: str) -> bool:
     return method_spec(method).cold_start
 
 
+def base_name(name: str) -> str:
+    """A chain's name without its round modifiers: 'random+knn-prop' -> 'random'."""
+    return name.split("+")[0]
+
+
+def modifiers(name: str) -> list:
+    """A chain's round modifiers: 'gcl-coreset+knn-prop+arco' -> ['knn-prop', 'arco']."""
+    return name.split("+")[1:]
+
+
 def method_of(cfg, name: str) -> str:
     """The acquisition method a chain runs: a variant's ``method``, else the name itself."""
-    variant = (cfg.get("variants") or {}).get(name)
-    return variant["method"] if variant else name
+    variant = (cfg.get("variants") or {}).get(base_name(name))
+    return variant["method"] if variant else base_name(name)
 
 
 def encoder_key(cfg, name: str) -> Optional[str]:
-    """Which encoder a chain embeds with: a variant with its own pretrain_options has its
-    own (one per seed, under its name); everything else shares the loop's (None)."""
+    """Which encoder a chain embeds with: a variant with its own pretrain_options, or a method
+    whose spec names its own encoder loss (spcon-coreset), has its own (one per seed, under
+    its name); everything else shares the loop's (None)."""
+    name = base_name(name)      # modifiers share their base method's encoder
     variant = (cfg.get("variants") or {}).get(name)
-    return name if variant and variant.get("pretrain_options") is not None else None
+    if variant and variant.get("pretrain_options") is not None:
+        return name
+    return name if method_spec(method_of(cfg, name)).encoder_loss else None
+
+
+def own_pretrain_options(cfg, key: str) -> dict:
+    """The pretrain options of an encoder of its own: the method's loss, then a variant's options."""
+    variant = (cfg.get("variants") or {}).get(key) or {}
+    loss = method_spec(method_of(cfg, key)).encoder_loss
+    return {**({"loss": loss} if loss else {}), **(variant.get("pretrain_options") or {})}
 
 
 def embedding_source(name: str, cfg) -> Optional[str]:
     """'encoder' (GCL or --encoder), 'pixels', or None when the chain uses no embeddings:
     method_embeddings overrides, then a variant's ``embeddings`` (a variant with its own
     encoder uses it), then the method's spec."""
-    override = (cfg.get("method_embeddings") or {}).get(name)
-    variant = (cfg.get("variants") or {}).get(name) or {}
+    override = (cfg.get("method_embeddings") or {}).get(name) or (cfg.get("method_embeddings") or {}).get(base_name(name))
+    variant = (cfg.get("variants") or {}).get(base_name(name)) or {}
     if override or variant.get("embeddings"):
         return override or variant["embeddings"]
     if variant.get("pretrain_options") is not None:
@@ -106,6 +127,10 @@ class LibraryBackend:
         return train_seg(dataset, labels, out, model=model, supervision=supervision, iterations=iterations,
                          ensemble=ensemble, seed=seed, device=device, resume=True,
                          only_members=None if member is None else [member], progress=self.progress, **options)
+
+    def propagate(self, *, dataset, labeled, model, out, **options):
+        from ..acquisition.propagate import propagate
+        return propagate(dataset, labeled, model, out, **options)
 
     def evaluate(self, *, dataset, model, out, split, device):
         return evaluate(dataset, model, out, split=split, device=device, force=True, progress=self.progress)

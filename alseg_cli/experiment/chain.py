@@ -16,7 +16,8 @@ from ..encoders.losses import default_weights
 from ..errors import AlsegError
 from ..metrics.report import mean_dice
 from . import steps as layout
-from .backend import can_start_cold, embedding_source, encoder_key, load_backend, method_of, models_for, needs_model
+from .backend import (can_start_cold, embedding_source, encoder_key, load_backend, method_of, models_for,
+                      modifiers, needs_model, own_pretrain_options)
 from .config import encoder_for, iterations_for, pretrained_network, round_budgets
 from .steps import StepRunner
 
@@ -82,9 +83,27 @@ def prepare_shared(cfg: Dict[str, Any], run_dir: Path, backend, runner: StepRunn
                                                                pixels_size=pixels_size(cfg)))
 
 
+def propagation(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The k-NN propagation settings: its defaults under the loop's propagation_options."""
+    from ..acquisition.propagate import DEFAULTS
+    return {**DEFAULTS, **(cfg.get("propagation_options") or {})}
+
+
+def propagation_embeddings(cfg: Dict[str, Any], name: str, seed: int) -> Optional[str]:
+    """The embeddings key k-NN propagation ranks neighbours with (metric 'embedding'): the
+    chain's own encoder embeddings, else the loop encoder's; None for the histogram metric."""
+    if "knn-prop" not in modifiers(name) or propagation(cfg)["metric"] != "embedding":
+        return None
+    if embedding_source(name, cfg) == "encoder":
+        return chain_embeddings(cfg, name, seed)
+    return embeddings_key("encoder", seed)
+
+
 def encoder_keys(cfg: Dict[str, Any]) -> List[Optional[str]]:
     """The encoders the chains embed with: None (the loop's) and/or variant names, in order."""
     keys = [encoder_key(cfg, m) for m in cfg["methods"] if embedding_source(m, cfg) == "encoder"]
+    if any(propagation_embeddings(cfg, m, 0) == "seed0" for m in cfg["methods"]):
+        keys.append(None)      # propagation ranks by the loop encoder's embeddings
     return list(dict.fromkeys(keys))
 
 
@@ -117,8 +136,13 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
         enc = Path(encoder)
         options = dict(cfg.get("pretrain_options") or {})
         if key is not None:
-            options.update(cfg["variants"][key]["pretrain_options"])
-        if pretrained_network(cfg) and "weights" not in options:
+            options.update(own_pretrain_options(cfg, key))
+            if options.get("loss") == "sp-supcon":     # the loop's GCL settings do not apply to SP-Con
+                own = ((cfg.get("variants") or {}).get(key) or {}).get("pretrain_options") or {}
+                for gcl_only in ("groups", "weights", "tau", "batch_size"):
+                    if gcl_only not in own:
+                        options.pop(gcl_only, None)
+        if pretrained_network(cfg) and options.get("loss", "gcl") == "gcl" and "weights" not in options:
             options["weights"] = default_weights((), pretrained=True)      # patient group alone
         runner.run(enc.parent, enc.name, lambda: backend.pretrain(
             cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"], **options))
@@ -164,28 +188,35 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
     sel, model_dir = rd / "selection.json", rd / "model"
     # First round: the method itself where it can choose from nothing, else random.
     use = method if (r > 0 or can_start_cold(method)) else "random"
+    mods = modifiers(name)
+    pseudo_prev = prev / "pseudo" / "pseudo.json" if (prev and "knn-prop" in mods) else None
     if step == "select":
+        protect = {"protect": str(pseudo_prev)} if pseudo_prev is not None and pseudo_prev.exists() else {}
         return runner.run(rd, "select", lambda: backend.select(
             method=use, budget=budget, dataset=cfg["dataset"],
             embeddings=_embeddings(cfg, run_dir, name, seed) if use == method else None,
             models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
             labeled=str(prev / "selection.json") if prev else None, seed=rseed, out=sel, device=cfg["device"],
             **({"unit": cfg["unit"]} if cfg.get("unit", "slice") != "slice" else {}),
-            **(cfg.get("select_options") or {})),
+            **(cfg.get("select_options") or {}), **protect),
             summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
                                  "labeled": len((m or {}).get("labeled", {}))})
     if step == "train":
         options = dict(cfg.get("train_options") or {})
+        if "arco" in mods:
+            options.update(semi="arco", semi_options=dict(cfg.get("semi_options") or {}))
         if options.get("retries") and prev is not None and "min_val_dice" not in options:
             # a model far under the previous round's on validation counts as degenerate too
             options["min_val_dice"] = PREVIOUS_ROUND_FLOOR * previous_val_dice(prev / "model")
-        def train(**extra):
+        def train(out_dir=model_dir, **extra):
             return backend.train(
-                dataset=cfg["dataset"], labels=str(sel), out=model_dir, supervision=cfg["supervision"],
+                dataset=cfg["dataset"], labels=str(sel), out=out_dir, supervision=cfg["supervision"],
                 iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=models_for(cfg, method),
                 seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
                 batch_size=cfg["batch_size"], **({"model": cfg["model"]} if cfg.get("model") else {}),
                 **options, **extra)
+        if "knn-prop" in mods and prev is not None:
+            train = _with_propagation(cfg, run_dir, name, seed, r, rd, prev, backend, runner, train)
         if member is not None:
             if layout.is_done(rd, "train"):
                 return {"step": "train", "member": member, "skipped": True}
@@ -200,6 +231,36 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
         dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
         split=cfg["eval_split"], device=cfg["device"]),
         summarize=lambda m: {"mean_dice": _mean_dice(m), "degenerate": (m or {}).get("degenerate")})
+
+
+def _with_propagation(cfg, run_dir: Path, name: str, seed: int, r: int, rd: Path, prev: Path, backend,
+                      runner: StepRunner, train: Callable) -> Callable:
+    """The train step of a +knn-prop round: the propagation set around this round's labelled
+    slices, pseudo-labelled by the previous round's model (rd/pseudo, done-marked), then
+    training on labels + pseudo-labels. passes 2 (the paper's "twice"): pseudo-label again
+    with that model (rd/pseudo2) and train the round's model once more."""
+    opts = propagation(cfg)
+    emb = propagation_embeddings(cfg, name, seed)
+    settings = {k: opts[k] for k in ("k", "metric", "group_by", "bins")}
+
+    def propagate(model_dir: Path, out: Path):
+        runner.run(out.parent, out.name, lambda: backend.propagate(
+            dataset=cfg["dataset"], labeled=str(rd / "selection.json"), model=str(model_dir), out=out,
+            embeddings=str(layout.embeddings_path(run_dir, emb)) if emb else None, round_index=r,
+            previous=str(prev / "pseudo" / "pseudo.json") if (prev / "pseudo" / "pseudo.json").exists() else None,
+            device=cfg["device"], **settings),
+            summarize=lambda m: {"count": (m or {}).get("count"), "pseudo_dice": (m or {}).get("pseudo_dice")})
+
+    def trained(**extra):
+        propagate(prev / "model", rd / "pseudo")
+        if int(opts["passes"]) < 2 or extra.get("member") is not None:
+            return train(pseudo=str(rd / "pseudo"), pseudo_weight=float(opts["weight"]), **extra)
+        first = rd / "model.pass1"
+        runner.run(rd, "train.pass1", lambda: train(pseudo=str(rd / "pseudo"), pseudo_weight=float(opts["weight"]),
+                                                    out_dir=first))
+        propagate(first, rd / "pseudo2")
+        return train(pseudo=str(rd / "pseudo2"), pseudo_weight=float(opts["weight"]), **extra)
+    return trained
 
 
 def chain_records(cfg: Dict[str, Any], run_dir, method: str, seed: int) -> List[Dict[str, Any]]:

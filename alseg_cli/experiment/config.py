@@ -20,7 +20,7 @@ from .settings import check_types, is_number
 # Quick: 300 iterations per round up to 10 %, a 16-channel UNet at 128 px; with SGD, 8
 # channels or lr 0.01 (the paper's, for 60,000 x fraction iterations) still predicted
 # background only after 150-300 iterations; the preset's recipe is below.
-OPTION_TABLES = ("train_options", "select_options", "pretrain_options")
+OPTION_TABLES = ("train_options", "select_options", "pretrain_options", "propagation_options", "semi_options")
 
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {
@@ -54,6 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
     "executor": "local", "ray_address": None, "cpus_per_task": 1.0, "gpus_per_train": 0.0,
     "gpus_per_pretrain": 0.0, "gpus_per_select": 0.0, "gpus_per_evaluate": 0.0,
+    "propagation_options": {}, "semi_options": {},
 }
 
 # Settings that may change between a run and its resume without changing any result.
@@ -223,6 +224,10 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
 
 
 VARIANT_KEYS = ("method", "embeddings", "pretrain_options")
+# Round modifiers, written METHOD+NAME in --methods: they change what a round trains on, not
+# what the oracle is asked for. knn-prop: Belharbi et al.'s k-NN label propagation
+# (propagation_options); arco: ARCO semi-supervised training on the pool (semi_options).
+MODIFIERS = ("knn-prop", "arco")
 
 
 def _check_variants(cfg: Dict[str, Any]) -> None:
@@ -253,8 +258,15 @@ def _check_variants(cfg: Dict[str, Any]) -> None:
                 raise AlsegError(f"{where}: a variant with pretrain_options trains its own encoder; "
                                  f"it cannot use --encoder")
     for m in cfg["methods"]:
-        if m not in variants:
-            METHODS.get(m)              # unknown -> one line naming the known methods
+        base, *mods = m.split("+")
+        if base not in variants:
+            METHODS.get(base)           # unknown -> one line naming the known methods
+        bad = [x for x in mods if x not in MODIFIERS]
+        if bad or len(set(mods)) != len(mods):
+            raise AlsegError(f"--methods {m}: {'unknown modifier ' + repr(bad[0]) if bad else 'a modifier twice'}"
+                             f" (modifiers: {', '.join(f'+{x}' for x in MODIFIERS)})")
+        if mods and cfg.get("unit") == "volume":
+            raise AlsegError(f"--methods {m}: +{mods[0]} trains a 2D network on slices; not with --unit volume")
 
 
 def _check_model(cfg: Dict[str, Any]) -> None:

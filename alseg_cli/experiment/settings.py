@@ -24,7 +24,7 @@ SCHEMA: Dict[str, tuple] = {
     "threads": ("int?", 1), "eval_split": ("str",), "method_embeddings": ("table",), "variants": ("table",), "unit": ("str",),
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
     "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
-    "gpus_per_evaluate": ("number", 0),
+    "gpus_per_evaluate": ("number", 0), "propagation_options": ("table",), "semi_options": ("table",),
 }
 # What each *_options table may hold: the keywords of the function it is passed to, less
 # those the loop itself sets; select's are the fields of SelectOptions.
@@ -39,6 +39,12 @@ OPTION_TARGETS = {
 
 def _option_defaults(key: str) -> Dict[str, Any]:
     """{option: default} a *_options table may set."""
+    if key == "propagation_options":
+        from ..acquisition.propagate import DEFAULTS
+        return dict(DEFAULTS)
+    if key == "semi_options":
+        from ..segmentation.semi import DEFAULTS
+        return dict(DEFAULTS)
     if key == "select_options":
         from dataclasses import fields
 
@@ -112,7 +118,7 @@ def check_types(cfg: Dict[str, Any]) -> None:
             raise AlsegError(f"setting {key} = {_show(value)}: not a list")
         if bound and base in ("int", "number") and value < bound[0]:
             raise AlsegError(f"setting {key} = {_show(value)}: must be at least {bound[0]}")
-    for key in ("train_options", "select_options", "pretrain_options"):
+    for key in ("train_options", "select_options", "pretrain_options", "propagation_options", "semi_options"):
         _check_options(key, cfg.get(key) or {})
 
 

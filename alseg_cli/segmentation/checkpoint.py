@@ -29,19 +29,22 @@ class MemberState:
     val_seconds: float = 0.0
 
     @classmethod
-    def resume(cls, mdir: Path, net, opt, gen, dev) -> "MemberState":
-        """A fresh state, or the one ``last.pt`` holds (weights, optimiser and generators restored)."""
+    def resume(cls, mdir: Path, net, opt, gen, dev, extra=None) -> "MemberState":
+        """A fresh state, or the one ``last.pt`` holds (weights, optimiser and generators restored;
+        ``extra``: a module trained beside the network, e.g. ARCO's teacher and heads)."""
         if not (mdir / "last.pt").exists():
             return cls(mdir)
         ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
         net.load_state_dict(ck["state_dict"])
+        if extra is not None:
+            extra.load_state_dict(ck["extra"])
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         return cls(mdir, ck["iteration"], ck["curve"], ck["best_val_dice"], ck["best_iteration"],
                    ck.get("best_degenerate"), ck["seconds"], ck.get("val_seconds", 0.0))
 
-    def validated(self, net, opt, gen, config, vd: float, why, losses, elapsed: float) -> None:
+    def validated(self, net, opt, gen, config, vd: float, why, losses, elapsed: float, extra=None) -> None:
         """Record the validation at iteration ``self.it``; keep the best checkpoint; save last.pt."""
         self.curve.append({"iteration": self.it, "loss": float(np.mean(losses)), "val_dice": vd,
                            "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3), "degenerate": why})
@@ -53,7 +56,8 @@ class MemberState:
         torch.save({"state_dict": net.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "iteration": self.it, "curve": self.curve,
                     "best_val_dice": self.best, "best_iteration": self.best_it, "seconds": elapsed,
-                    "val_seconds": self.val_seconds, "config": config, "best_degenerate": self.best_why}, tmp)
+                    "val_seconds": self.val_seconds, "config": config, "best_degenerate": self.best_why,
+                    **({"extra": extra.state_dict()} if extra is not None else {})}, tmp)
         os.replace(tmp, self.mdir / "last.pt")
 
     def finish(self, config, seed: int, seconds: float, **extra) -> Dict:

@@ -82,10 +82,14 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(ch[0], num_classes, 3, padding=1)
 
     def forward(self, feats):
+        return self.head(self.features(feats))
+
+    def features(self, feats):
+        """The last decoder feature map (full resolution, before the classifier)."""
         x = feats[-1]
         for up, skip in zip(self.ups, reversed(feats[:-1])):
             x = up(x, skip)
-        return self.head(x)
+        return x
 
 
 class UNet(nn.Module):
@@ -98,6 +102,11 @@ class UNet(nn.Module):
 
     def forward(self, x):
         return self.decoder(self.encoder(x))
+
+    def forward_features(self, x):
+        """(logits, last decoder features): what ARCO's pixel contrast needs besides the logits."""
+        h = self.decoder.features(self.encoder(x))
+        return self.decoder.head(h), h
 
     def mc_split(self):
         """(deterministic prefix, rest) for MC dropout: the stem runs once per slice."""

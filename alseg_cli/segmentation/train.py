@@ -49,7 +49,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               allow_other_dataset: bool = False, only_members=None, progress=True,
               optimizer: Optional[str] = None, warmup: int = 0, sampler: str = "uniform",
               class_weights: str = "none", augment: str = "paper", retries: int = 0,
-              min_val_dice: Optional[float] = None, clip_grad: Optional[float] = None) -> Dict:
+              min_val_dice: Optional[float] = None, clip_grad: Optional[float] = None,
+              pseudo=None, pseudo_weight: float = 0.1, semi: Optional[str] = None,
+              semi_options: Optional[Dict] = None) -> Dict:
     """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
     validation is the model's. ``only_members``: train just those members into the partial
     state (for members trained in parallel) and return their records; a later call with
@@ -62,7 +64,13 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     balanced, ``augment`` paper | none. ``retries``: a member whose best checkpoint is
     degenerate (a foreground class of the validation masks predicted nowhere, or best val Dice
     under ``min_val_dice``) is trained again from seed + RETRY_STRIDE * attempt, up to
-    ``retries`` times; every attempt is recorded in the member's record."""
+    ``retries`` times; every attempt is recorded in the member's record.
+
+    ``pseudo``: a pseudo-labels store (k-NN propagation) whose slices train beside the labelled
+    ones, batches drawn uniformly from both, loss (sum over labelled rows + ``pseudo_weight`` x
+    sum over pseudo rows) / batch (Belharbi et al. eq. 1); weight 0 trains on the labels alone.
+    ``semi`` "arco": ARCO's mean teacher and pixel contrast on the pool's unlabelled slices
+    (semi.py; ``semi_options``), full masks only."""
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -96,6 +104,11 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     check_recipe(optimizer, sampler, class_weights, augment, warmup, retries)
     lab_idx = labelled_with(resolve_labels(labels, store, train_split, allow_other_dataset), store,
                             "scribbles" if supervision == "scribble" else "masks", labels)
+    pseudo_idx, pseudo_masks = _pseudo_set(pseudo, float(pseudo_weight), store, lab_idx, info)
+    semi_cfg = None
+    if semi is not None:
+        from .semi import resolve_semi
+        semi_cfg = resolve_semi(semi, semi_options, supervision, model)
     val_idx = validation_slices(store, val_split)
     n_pool = int((store.split == train_split).sum())
     iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
@@ -115,7 +128,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             "base_channels": base_channels, "train_split": train_split, "val_split": val_split,
             "backbone_weights": str(backbone_weights) if backbone_weights else None,
             "allow_other_dataset": bool(allow_other_dataset),
-            "labeled_count": int(len(lab_idx)), "pool_size": n_pool, **recipe}
+            "labeled_count": int(len(lab_idx)), "pool_size": n_pool, **recipe,
+            **({"pseudo": str(pseudo), "pseudo_weight": float(pseudo_weight), "pseudo_count": int(pseudo_idx.size)}
+               if pseudo is not None else {}), **({"semi": semi_cfg} if semi_cfg else {})}
     if resume and final.exists() and (final / "manifest.json").exists():
         done = load_manifest(final / "manifest.json", expect=["model"])
         check_compatible(done, store, final)
@@ -149,6 +164,14 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         targets = torch.from_numpy((store.scribbles if supervision == "scribble" else store.masks)(lab_idx))
         val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
         fill = int(store.unannotated) if supervision == "scribble" else 0
+    extra = {}
+    if pseudo_idx.size:      # pseudo rows after the labelled ones; their flags travel with them
+        extra["pseudo"] = (torch.arange(images.shape[0] + pseudo_idx.size) >= images.shape[0], float(pseudo_weight))
+        images = torch.cat([images, torch.from_numpy(store.images(pseudo_idx))])
+        targets = torch.cat([targets, torch.from_numpy(pseudo_masks).to(targets.dtype)])
+    if semi_cfg:
+        pool = np.setdiff1d(store.indices(train_split), lab_idx)
+        extra["semi"] = (semi_cfg, torch.from_numpy(store.images(pool)))
 
     reporter = as_reporter(progress)
     members, t0 = [], time.time()
@@ -157,7 +180,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             continue
         members.append(_train_with_retries(work, m, config, recipe, images, targets, val, fill, int(seed) + m,
                                            iterations, int(batch_size), float(lr), int(val_every), dev,
-                                           backbone_weights, reporter, f"member {m + 1}/{ensemble}", member_fn))
+                                           backbone_weights, reporter, f"member {m + 1}/{ensemble}", member_fn,
+                                           **extra))
     if only_members is not None:
         return {"kind": "members", "members": members}
     # the best member on validation, a non-degenerate one where there is one
@@ -220,7 +244,7 @@ RETRY_STRIDE = 100_003     # retry seeds: far from the next members' (seed + m) 
 
 def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val, fill, seed, iterations,
                         batch_size, lr, val_every, dev, backbone_weights, reporter, label,
-                        member_fn=None) -> Dict:
+                        member_fn=None, **extra) -> Dict:
     """Member m, trained again from another seed while its best checkpoint is degenerate
     (``member_fn``: ``_train_member``, or train3d's for a 3D network)."""
     attempts = []
@@ -228,7 +252,8 @@ def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val
         name = f"member{m}" if attempt == 0 else f"member{m}.retry{attempt}"
         rec = (member_fn or _train_member)(work / name, config, recipe, images, targets, val, fill,
                             seed + RETRY_STRIDE * attempt, iterations, batch_size, lr, val_every, dev,
-                            backbone_weights, reporter, label if attempt == 0 else f"{label} retry {attempt}")
+                            backbone_weights, reporter, label if attempt == 0 else f"{label} retry {attempt}",
+                            **extra)
         floor = recipe.get("min_val_dice")
         if rec.get("degenerate") is None and floor is not None and rec["best_val_dice"] < floor:
             rec = {**rec, "degenerate": f"best val Dice {rec['best_val_dice']:.3f} under the floor {floor:.3f}"}
@@ -249,8 +274,49 @@ def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val
     return rec
 
 
+def pseudo_batch_loss(supervised, logits: torch.Tensor, y: torch.Tensor, is_pseudo: torch.Tensor,
+                      weight: float, fill: int, class_weights=None) -> torch.Tensor:
+    """(|L_b| x supervised loss on the batch's labelled rows + weight x |P_b| x (CE + Dice) on its
+    pseudo rows) / B: an unbiased estimate of Belharbi et al.'s eq. 1 for uniform draws from L u P.
+    Augmentation fills pseudo rows with ``fill`` where it fills scribbles: those pixels are background."""
+    b = y.shape[0]
+    n_p = int(is_pseudo.sum())
+    loss = logits.new_zeros(())
+    if n_p < b:
+        loss = loss + (b - n_p) / b * supervised(~is_pseudo)
+    target = y[is_pseudo].masked_fill(y[is_pseudo] == fill, 0) if fill else y[is_pseudo]
+    return loss + weight * n_p / b * full_loss(logits[is_pseudo], target, class_weights)
+
+
+def _pseudo_set(pseudo, weight: float, store: DatasetStore, lab_idx: np.ndarray, info):
+    """The pseudo-labelled slices (dataset indices) and their masks; none with weight 0."""
+    empty = (np.zeros(0, dtype=np.int64), None)
+    if pseudo is None:
+        return empty
+    if not weight >= 0:
+        raise AlsegError(f"--pseudo-weight {weight}: must be >= 0")
+    if info.get("volumetric"):
+        raise AlsegError("--pseudo: a 3D network trains on whole labelled volumes; pseudo-masks are slices")
+    from ..store import PseudoStore
+    path = Path(pseudo)
+    ps = PseudoStore(path / "pseudo.zarr" if (path / "pseudo.zarr").exists() else path)
+    at = {s: i for i, s in enumerate(store.slice_ids.tolist())}
+    unknown = [s for s in ps.slice_ids if s not in at]
+    if unknown:
+        raise AlsegError(f"--pseudo {pseudo}: slice {unknown[0]} is not in {store.path}")
+    idx = np.array([at[s] for s in ps.slice_ids], dtype=np.int64)
+    if np.isin(idx, lab_idx).any():
+        raise AlsegError(f"--pseudo {pseudo}: pseudo-labels for slices that are labelled "
+                         f"(e.g. {store.slice_ids[idx[np.isin(idx, lab_idx)][0]]})")
+    masks = ps.masks()
+    if masks.shape[1:] != (store.size, store.size) or (idx.size and int(masks.max()) >= store.num_classes):
+        raise AlsegError(f"--pseudo {pseudo}: masks do not fit {store.path} ({masks.shape[1:]} px, "
+                         f"{store.num_classes} classes)")
+    return (idx, masks) if weight > 0 else empty
+
+
 def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, iterations, batch_size, lr,
-                  val_every, dev, backbone_weights, reporter, label) -> Dict:
+                  val_every, dev, backbone_weights, reporter, label, pseudo=None, semi=None) -> Dict:
     done = finished(mdir)
     if done is not None:
         return done
@@ -261,12 +327,16 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
     # channels-last where the network prefers it: 15-30 % more it/s on CPU (bench-train)
     fmt = torch.channels_last if getattr(net, "prefers_channels_last", False) else torch.contiguous_format
     net = net.to(memory_format=fmt)
-    opt = make_optimizer(recipe["optimizer"], net.parameters(), lr)
+    arco = None
+    if semi is not None:
+        from .semi import Arco
+        arco = Arco(net, semi[0], semi[1], config["num_classes"], config["base_channels"]).to(dev)
+    opt = make_optimizer(recipe["optimizer"], list(net.parameters()) + (list(arco.trainable()) if arco else []), lr)
     gen = torch_generator(seed)
     sample = BatchSampler(recipe["sampler"], targets, list(range(1, config["num_classes"])))
     weights = ce_weights(recipe["class_weights"], targets, config["num_classes"],
                             ignore=config["unannotated"] if config["model"] == "dmpls" else None)
-    state = MemberState.resume(mdir, net, opt, gen, dev)
+    state = MemberState.resume(mdir, net, opt, gen, dev, extra=arco)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     dmpls = config["model"] == "dmpls"
@@ -285,14 +355,26 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
             x, y = x.to(dev).contiguous(memory_format=fmt), y.to(dev).long()
             for group in opt.param_groups:
                 group["lr"] = lr_at(it, iterations, lr, recipe["warmup"])
+            is_p = pseudo[0][pick].to(dev) if pseudo is not None else None
             with torch.autocast(dev.type, enabled=amp):
                 if dmpls:
                     out1, out2 = net.forward_both(x)
-                    loss = dmpls_loss(out1.float(), out2.float(), y, config["unannotated"], beta, weights)
-                elif config["supervision"] == "scribble":     # a one-head net on scribbles: pCE only
-                    loss = partial_ce(net(x).float(), y, config["unannotated"], weights)
+                    logits = out1
+                    supervised = lambda r: dmpls_loss(out1[r].float(), out2[r].float(), y[r], config["unannotated"],
+                                                      beta, weights)
                 else:
-                    loss = full_loss(net(x).float(), y, weights)
+                    logits, feats = net.forward_features(x) if arco is not None else (net(x), None)
+                    if config["supervision"] == "scribble":     # a one-head net on scribbles: pCE only
+                        supervised = lambda r: partial_ce(logits[r].float(), y[r], config["unannotated"], weights)
+                    else:
+                        supervised = lambda r: full_loss(logits[r].float(), y[r], weights)
+                if is_p is None or not is_p.any():
+                    loss = supervised(slice(None))
+                else:
+                    loss = pseudo_batch_loss(supervised, logits.float(), y, is_p, pseudo[1], fill, weights)
+                if arco is not None:
+                    arco.head.train()
+                    loss = loss + arco.loss(net, x, y, feats, it, iterations, gen)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if recipe["clip_grad"]:
@@ -300,6 +382,8 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                 torch.nn.utils.clip_grad_norm_(net.parameters(), recipe["clip_grad"])
             scaler.step(opt)
             scaler.update()
+            if arco is not None:
+                arco.update_teacher(net)
             state.it = it = it + 1
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
@@ -307,7 +391,7 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
                 vd, why = validation_scores(net, *val, config["num_classes"], dev)
                 state.val_seconds += time.time() - t_val
                 elapsed = time.time() - start
-                state.validated(net, opt, gen, config, vd, why, losses, elapsed)
+                state.validated(net, opt, gen, config, vd, why, losses, elapsed, extra=arco)
                 losses = []
                 reporter.note(f"{label} it {it}/{iterations} loss {state.curve[-1]['loss']:.4f} val Dice {vd:.3f} "
                               f"(best {state.best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
