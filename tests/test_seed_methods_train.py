@@ -1,0 +1,134 @@
+"""The related papers' methods in training and in the loop, on tiny phantoms: train-seg
+--pseudo (k-NN propagation's weak labels), --semi arco, and all three from `loop`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alseg_cli.acquisition.propagate import propagate
+from alseg_cli.acquisition.select import select
+from alseg_cli.errors import AlsegError
+from alseg_cli.segmentation.losses import full_loss
+from alseg_cli.segmentation.train import pseudo_batch_loss, train_seg
+from alseg_cli.store import DatasetStore, write_pseudo
+
+torch.set_num_threads(1)
+TINY = dict(iterations=4, base_channels=4, device="cpu", progress=False, val_every=2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from alseg_cli.prep import write_phantom_store
+
+    path = tmp_path_factory.mktemp("tiny") / "data.zarr"
+    write_phantom_store(path, patients=6, size=32, slices=6, seed=1)
+    return path
+
+
+def weights(model_dir: Path):
+    return torch.load(next(model_dir.glob("member0/best.pt")), weights_only=False)["state_dict"]
+
+
+def test_pseudo_batch_loss_is_eq1_per_row():
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(4, 3, 8, 8, generator=g, requires_grad=True), torch.randint(0, 3, (4, 8, 8), generator=g)
+    is_p = torch.tensor([False, True, False, True])
+    loss = pseudo_batch_loss(lambda r: full_loss(logits[r], y[r]), logits, y, is_p, 0.3, 0)
+    ref = 0.5 * full_loss(logits[~is_p], y[~is_p]) + 0.3 * 0.5 * full_loss(logits[is_p], y[is_p])
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-6)
+    zero = pseudo_batch_loss(lambda r: full_loss(logits[r], y[r]), logits, y, is_p, 0.0, 0)
+    (grad,) = torch.autograd.grad(zero, logits)
+    assert float(grad[is_p].abs().sum()) == 0.0 and float(grad[~is_p].abs().sum()) > 0
+
+
+def test_propagation_then_pseudo_training(tiny, tmp_path):
+    store = DatasetStore(tiny)
+    sel = select(method="random", budget="10%", dataset=tiny, seed=0, out=tmp_path / "sel.json", device="cpu")
+    plain = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "plain", seed=3, **TINY)
+    m = propagate(tiny, str(tmp_path / "sel.json"), tmp_path / "plain", tmp_path / "prop", k=4, device="cpu")
+    assert m["count"] > 0 and m["labelled"] == len(sel["labeled"])
+    assert m["pseudo_dice"] is not None and 0 <= m["pseudo_dice"] <= 1
+    assert not set(m["pseudo_labeled"]) & set(sel["labeled"])
+    # weight 0 trains on the labels alone: exactly the plain run's weights
+    zero = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "zero", seed=3, pseudo=tmp_path / "prop",
+                     pseudo_weight=0.0, **TINY)
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain").values(),
+                                                  weights(tmp_path / "zero").values()))
+    used = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "used", seed=3, pseudo=tmp_path / "prop",
+                     pseudo_weight=0.5, **TINY)
+    assert used["args"]["pseudo_count"] == m["count"] and plain["args"].get("pseudo_count") is None
+    assert not all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain").values(),
+                                                      weights(tmp_path / "used").values()))
+    # protection: the next pick avoids the pseudo-labelled slices while the pool allows
+    nxt = select(method="random", budget="20%", dataset=tiny, seed=1, labeled=tmp_path / "sel.json",
+                 protect=str(tmp_path / "prop" / "pseudo.json"), device="cpu")
+    assert nxt["protection"]["held_out"] and not set(nxt["selected"]) & set(m["pseudo_labeled"])
+    assert len(nxt["labeled"]) == nxt["budget"]["resolved"]          # budgets count oracle slices only
+    # a pseudo-label on a labelled slice is refused
+    bad = tmp_path / "bad.zarr"
+    ids = sel["selected"][:1]
+    write_pseudo(bad, np.zeros((1, store.size, store.size), np.uint8), ids, {})
+    with pytest.raises(AlsegError, match="labelled"):
+        train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "bad", pseudo=bad, **TINY)
+
+
+def test_arco_trains_resumes_identically_and_refuses_scribbles(tiny, tmp_path):
+    select(method="random", budget="10%", dataset=tiny, seed=0, out=tmp_path / "sel.json", device="cpu")
+    opts = dict(semi="arco", semi_options={"unlabelled_batch": 2, "anchors": 32, "negatives": 16}, seed=5, **TINY)
+    full = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "full", **opts)
+    assert full["args"]["semi"]["sampler"] == "sg" and full["members"][0]["iterations"] == 4
+    plain = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "plain", seed=5, **TINY)
+    assert not all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "full").values(),
+                                                      weights(tmp_path / "plain").values()))
+    # killed after its first validation (iteration 2), then resumed: teacher, heads and banks
+    # come back from last.pt, so the weights equal the uninterrupted run's
+    import alseg_cli.segmentation.train as tr
+    real = tr.validation_scores
+    calls = {"n": 0}
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    tr.validation_scores = dies
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "cut", **opts)
+    finally:
+        tr.validation_scores = real
+    train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "cut", resume=True, **opts)
+    last = lambda d: torch.load(d / "member0" / "last.pt", weights_only=False)["state_dict"]   # noqa: E731
+    assert all(torch.allclose(a, b) for a, b in zip(last(tmp_path / "full").values(), last(tmp_path / "cut").values()))
+    with pytest.raises(AlsegError, match="full masks"):
+        train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "s", model="dmpls", supervision="scribble",
+                  semi="arco", **TINY)
+    with pytest.raises(AlsegError, match="unknown option"):
+        train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "s", semi="arco", semi_options={"anchor": 3}, **TINY)
+
+
+def test_loop_runs_all_three_related_methods(tiny, tmp_path):
+    from alseg_cli.experiment.loop import run_loop
+
+    run = tmp_path / "run"
+    m = run_loop(run, dataset=str(tiny), methods="spcon-coreset,random+knn-prop,random+arco", budgets="10,20",
+                 seeds="0", iterations=3, base_channels=4, device="cpu", pretrain_epochs=1, progress=False,
+                 propagation_options={"k": 3, "weight": 0.2}, semi_options={"unlabelled_batch": 2, "anchors": 16})
+    assert m["steps_run"] >= 18
+    enc = json.loads((run / "encoders" / "spcon-coreset" / "seed0" / "config.json").read_text())
+    assert enc["loss"] == "sp-supcon"
+    prop = json.loads((run / "random+knn-prop" / "seed0" / "round20" / "pseudo" / "pseudo.json").read_text())
+    model = json.loads((run / "random+knn-prop" / "seed0" / "round20" / "model" / "manifest.json").read_text())
+    assert model["args"]["pseudo_count"] == prop["count"] > 0 and model["args"]["pseudo_weight"] == 0.2
+    arco = json.loads((run / "random+arco" / "seed0" / "round10" / "model" / "manifest.json").read_text())
+    assert arco["args"]["semi"]["anchors"] == 16
+    for chain in ("spcon-coreset", "random+knn-prop", "random+arco"):
+        sel = json.loads((run / chain / "seed0" / "round20" / "selection.json").read_text())
+        assert len(sel["labeled"]) == sel["budget"]["resolved"]
+    with pytest.raises(AlsegError, match="unknown modifier"):
+        run_loop(tmp_path / "bad", dataset=str(tiny), methods="random+magic", budgets="10", seeds="0",
+                 iterations=3, device="cpu", progress=False)
