@@ -29,6 +29,11 @@ def select(**options):
     return _select(**options)
 
 
+def propagate(dataset, labeled, model, out, **options):
+    from .acquisition.propagate import propagate as _propagate
+    return _propagate(dataset, labeled, model, out, **options)
+
+
 def list_methods():
     from .acquisition.select import list_methods as _list_methods
     return _list_methods()

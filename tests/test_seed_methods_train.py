@@ -132,3 +132,37 @@ def test_loop_runs_all_three_related_methods(tiny, tmp_path):
     with pytest.raises(AlsegError, match="unknown modifier"):
         run_loop(tmp_path / "bad", dataset=str(tiny), methods="random+magic", budgets="10", seeds="0",
                  iterations=3, device="cpu", progress=False)
+
+
+def test_cli_pipeline_sp_supcon_propagate_pseudo(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    def alseg(*args, ok=True):
+        r = subprocess.run([sys.executable, "-m", "alseg_cli", *map(str, args)], capture_output=True, text=True)
+        assert (r.returncode == 0) == ok, r.stderr
+        return r
+
+    enc = tmp_path / "enc"
+    alseg("pretrain", tiny, "-o", enc, "--loss", "sp-supcon", "--epochs", "1", "--size", "16",
+          "--scans-per-batch", "3", "--meta", "position,patient", "--lambdas", "position=1,patient=0.1",
+          "--device", "cpu")
+    cfg = json.loads((enc / "config.json").read_text())
+    assert cfg["meta"] == ["position", "patient"] and cfg["lambdas"] == {"position": 1.0, "patient": 0.1}
+    emb = alseg("embed", tiny, "--encoder", enc, "-o", tmp_path / "e.zarr", "--device", "cpu").stdout
+    sel = subprocess.run([sys.executable, "-m", "alseg_cli", "select", "--method", "spcon-coreset", "--budget", "10%",
+                          "-o", tmp_path / "sel.json", "--device", "cpu"], input=emb, capture_output=True, text=True)
+    assert sel.returncode == 0, sel.stderr
+    alseg("train-seg", tiny, "-l", tmp_path / "sel.json", "-o", tmp_path / "m0", "--iterations", "2",
+          "--base-channels", "4", "--device", "cpu")
+    prop = alseg("propagate", tiny, "-l", tmp_path / "sel.json", "--model", tmp_path / "m0", "-o", tmp_path / "p",
+                 "-k", "3", "--metric", "embedding", "-e", tmp_path / "e.zarr", "--device", "cpu")
+    assert json.loads(prop.stdout)["count"] > 0 and "pseudo-labelled" in prop.stderr
+    alseg("train-seg", tiny, "-l", tmp_path / "sel.json", "-o", tmp_path / "m1", "--iterations", "2",
+          "--base-channels", "4", "--device", "cpu", "--pseudo", tmp_path / "p", "--pseudo-weight", "0.3")
+    bad = alseg("pretrain", tiny, "-o", tmp_path / "bad", "--loss", "sp-supcon", "--meta", "organ", ok=False)
+    assert bad.stderr.strip().count("\n") == 0 and "unknown meta-label" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    bad = alseg("propagate", tiny, "-l", tmp_path / "sel.json", "--model", tmp_path / "m0", "-o", tmp_path / "q",
+                "--metric", "embedding", ok=False)
+    assert "needs an embeddings store" in bad.stderr and bad.stderr.strip().count("\n") == 0

@@ -16,7 +16,12 @@ def command(
     dataset: Optional[Path] = typer.Option(None, "--dataset", "-d", help="Dataset store from 'alseg prep'."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML file with these settings "
                                                                         "(flags override it)."),
-    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma list, e.g. random,coreset,gcl-coreset."),
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma list, e.g. random,coreset,gcl-coreset "
+                                          "(alseg select --list), spcon-coreset (trains its own SP-Con encoder per "
+                                          "seed), or METHOD+knn-prop (k-NN label propagation, config "
+                                          "[propagation_options]: k, metric, group_by, weight, passes) and/or "
+                                          "METHOD+arco (ARCO semi-supervised rounds, [semi_options]), e.g. "
+                                          "random+knn-prop,gcl-coreset+arco."),
     budgets: Optional[str] = typer.Option(None, "--budgets", help="Cumulative % of the pool, e.g. 2,3,4,5,10."),
     first_budget: Optional[str] = typer.Option(None, "--first-budget", help="A first round before "
                                                "--budgets, e.g. 1%: the reference code's start (1 % with "

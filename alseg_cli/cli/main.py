@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, loop, plot, prep, pretrain, select, stats, train_seg, verify
+from . import bootstrap, embed, evaluate, loop, plot, prep, pretrain, propagate, select, stats, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -18,9 +18,10 @@ app = typer.Typer(
 
 COMMANDS = {
     "prep": (prep.command, "Turn volumes on disk (NIfTI, MHA, DICOM, HDF5, frames) into a dataset store."),
-    "pretrain": (pretrain.command, "Train a group-contrastive (GCL) ResNet-18 encoder on a dataset store."),
+    "pretrain": (pretrain.command, "Train a contrastive ResNet-18 encoder (GCL, or SP-Con) on a dataset store."),
     "embed": (embed.command, "Embed every slice with an encoder, or import external embeddings."),
     "select": (select.command, "Choose the next slices to annotate with an acquisition method."),
+    "propagate": (propagate.command, "k-NN label propagation: pseudo-label the neighbours of labelled slices."),
     "train-seg": (train_seg.command, "Train a segmentation model (UNet on masks, DMPLS on scribbles)."),
     "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),
     "bootstrap": (bootstrap.command, "Bootstrap error bars, tables and plots over seeds and methods."),

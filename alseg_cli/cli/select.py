@@ -40,6 +40,8 @@ def command(
     unit: str = typer.Option("slice", "--unit", help="slice, or volume: whole volumes up to the budget's slice "
                              "count (random, or coreset/gcl-coreset on mean-pooled volume embeddings; the "
                              "paper's figure 2 baseline)."),
+    protect: Optional[Path] = typer.Option(None, "--protect", help="A pseudo.json from `alseg propagate`: its "
+                                           "slices are not picked while the rest of the pool holds the round."),
     list_: bool = typer.Option(False, "--list", help="List the methods with what they need, then exit."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -85,7 +87,7 @@ def command(
     manifest = select(method=method, budget=budget, add=add, embeddings=embeddings, dataset=dataset,
                       models=[str(m) for m in model or []], labeled=labeled, seed=seed, out=out,
                       mc_samples=mc_samples, batch_slices=batch_slices, reduce=reduce, typicality=typicality,
-                      force=force, device=device, args=args, unit=unit)
+                      force=force, device=device, args=args, unit=unit, protect=protect)
     b = manifest["budget"]
     whole = f" ({manifest['annotation']['whole_volumes']} whole volumes)" if unit == "volume" else ""
     err_console.print(f"{method}: selected {b['added']} slices ({b['resolved']} of {b['pool']} labelled "

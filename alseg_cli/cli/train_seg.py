@@ -43,6 +43,15 @@ def command(
     min_val_dice: Optional[float] = typer.Option(None, "--min-val-dice",
                                                  help="With --retries: a best val Dice under this is "
                                                       "degenerate too."),
+    pseudo: Optional[Path] = typer.Option(None, "--pseudo", help="Pseudo-labels from `alseg propagate` (k-NN "
+                                          "label propagation, Belharbi et al.): their slices train beside the "
+                                          "labelled ones, weighted by --pseudo-weight."),
+    pseudo_weight: float = typer.Option(0.1, "--pseudo-weight", help="lambda of the pseudo-labelled term "
+                                        "(0: the labels alone)."),
+    semi: Optional[str] = typer.Option(None, "--semi", help="arco: ARCO semi-supervised training on the "
+                                       "pool's unlabelled slices (mean teacher + pixel contrast; unet, full masks)."),
+    arco_sampler: str = typer.Option("sg", "--arco-sampler", help="ARCO's anchor sampler: sg (stratified "
+                                     "groups), sag (antithetic), ns (naive, the ablation)."),
     size: Optional[int] = typer.Option(None, "--size", help="Must equal the store's working size (checked)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision when present), cpu, cuda."),
@@ -75,5 +84,7 @@ def command(
                          val_split=val_split, allow_other_dataset=allow_other_dataset,
                          optimizer=optimizer, clip_grad=clip_grad, warmup=warmup, sampler=sampler, class_weights=class_weights,
                          augment=augment, retries=retries, min_val_dice=min_val_dice,
+                         pseudo=pseudo, pseudo_weight=pseudo_weight, semi=semi,
+                         semi_options={"sampler": arco_sampler} if semi else None,
                          progress=progress_mode())
     emit(manifest)
