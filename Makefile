@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust acdc-quick acdc-paper ablation figure2 clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -44,6 +44,9 @@ bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction pa
 bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % per recipe when $(ACDC_DIR) exists (25 models of ~160 CPU s measured: ~35 min more, est.)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
 	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
+
+bench-related: install  ## CPU cost of ARCO rounds, SP-Con epochs and k-NN propagation vs the quick round, one thread (ACDC 128 px when runs/acdc/acdc128.zarr exists, else phantoms; ~10 min est.)
+	$(BIN)/python benchmarks/bench_related.py --iterations 30 $$([ -e runs/acdc/acdc128.zarr ] && echo --store runs/acdc/acdc128.zarr)
 
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)

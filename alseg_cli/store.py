@@ -321,27 +321,38 @@ def write_embeddings(path, vectors: np.ndarray, slice_ids: Sequence[str], attrs:
         vectors = vectors.astype(np.float32)
     if not np.isfinite(vectors).all():
         raise AlsegError("embeddings contain NaN or inf values")
+    rows = max(1, min(len(vectors), (1 << 24) // max(1, vectors.shape[1] * vectors.itemsize)))
+    return _write_rows(path, EMBEDDINGS_FORMAT, "vectors", vectors, rows, slice_ids,
+                       {"dim": int(vectors.shape[1]), "dtype": str(vectors.dtype), **attrs}, force)
+
+
+def _write_rows(path, fmt: str, name: str, data: np.ndarray, rows: int, slice_ids, attrs: Dict, force: bool) -> Dict:
+    """A store of one array with a row per slice id (chunks of ``rows``), written atomically."""
     with atomic_path(path, force=force) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        rows = max(1, min(len(vectors), (1 << 24) // max(1, vectors.shape[1] * vectors.itemsize)))
-        root.create_array("vectors", data=vectors, chunks=(rows, vectors.shape[1]))
+        root.create_array(name, data=data, chunks=(rows,) + data.shape[1:])
         _strings(root, "slice_id", list(slice_ids))
-        meta = {"format": EMBEDDINGS_FORMAT, "version": STORE_VERSION,
-                "num": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
-                "dtype": str(vectors.dtype), **attrs}
+        meta = {"format": fmt, "version": STORE_VERSION, "num": int(data.shape[0]), **attrs}
         root.attrs.update(meta)
         meta["content_hash"] = finish_store(tmp, root)
     return meta
 
 
-class EmbeddingsStore(_Store):
+class _RowStore(_Store):
+    """A store of rows keyed by slice id (embeddings, pseudo-labels)."""
+    FORMAT = ""
+
     def __init__(self, path):
         self.path = Path(path)
-        self.root, self.attrs = _open_group(path, EMBEDDINGS_FORMAT)
+        self.root, self.attrs = _open_group(path, self.FORMAT)
 
     @cached_property
     def slice_ids(self) -> np.ndarray:
         return self.strings("slice_id")
+
+
+class EmbeddingsStore(_RowStore):
+    FORMAT = EMBEDDINGS_FORMAT
 
     def vectors(self) -> np.ndarray:
         return self.read("vectors")
@@ -354,24 +365,11 @@ def write_pseudo(path, masks: np.ndarray, slice_ids: Sequence[str], attrs: Dict,
     if masks.ndim != 3 or masks.shape[0] != len(slice_ids):
         raise AlsegError(f"pseudo-masks must be (N, H, W) with one per slice id; got {masks.shape} "
                          f"for {len(slice_ids)} ids")
-    with atomic_path(path, force=force) as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.create_array("masks", data=masks, chunks=(max(1, min(len(masks), 64)),) + masks.shape[1:])
-        _strings(root, "slice_id", list(slice_ids))
-        meta = {"format": PSEUDO_FORMAT, "version": STORE_VERSION, "num": int(masks.shape[0]), **attrs}
-        root.attrs.update(meta)
-        meta["content_hash"] = finish_store(tmp, root)
-    return meta
+    return _write_rows(path, PSEUDO_FORMAT, "masks", masks, max(1, min(len(masks), 64)), slice_ids, attrs, force)
 
 
-class PseudoStore(_Store):
-    def __init__(self, path):
-        self.path = Path(path)
-        self.root, self.attrs = _open_group(path, PSEUDO_FORMAT)
-
-    @cached_property
-    def slice_ids(self) -> np.ndarray:
-        return self.strings("slice_id")
+class PseudoStore(_RowStore):
+    FORMAT = PSEUDO_FORMAT
 
     def masks(self) -> np.ndarray:
         return self.read("masks")

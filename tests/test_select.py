@@ -70,8 +70,8 @@ def test_every_method_exact_budget_train_only_deterministic(method, phantom_stor
     models = [str(tmp_path)] if method in MODEL_METHODS else []
     kw = dict(method=method, budget="15%", embeddings=emb_store, labeled=r0, seed=3, models=models,
               mc_samples=3, batch_slices=4, options=FAST)
-    if method == "gcl-coreset":
-        with pytest.raises(AlsegError, match="GCL"):
+    if method in ("gcl-coreset", "spcon-coreset"):     # pixel embeddings: refused by provenance
+        with pytest.raises(AlsegError, match="GCL" if method == "gcl-coreset" else "SP-Con"):
             select(**kw)
         return
     m = select(**kw, out=tmp_path / "r1.json")
@@ -95,6 +95,12 @@ def test_gcl_coreset_accepts_gcl_embeddings_and_equals_coreset(phantom_store, em
     a = select(method="gcl-coreset", budget="10%", embeddings=gcl, seed=2)
     b = select(method="coreset", budget="10%", embeddings=gcl, seed=2)
     assert a["selected"] == b["selected"]
+    sp = tmp_path / "sp.zarr"
+    write_embeddings(sp, zarr.open_group(str(emb_store))["vectors"][:], ds.slice_ids.tolist(),
+                     {"dataset": str(phantom_store), "encoder": {"kind": "alseg", "loss": "sp-supcon", "gcl": False}})
+    assert select(method="spcon-coreset", budget="10%", embeddings=sp, seed=2)["selected"] == a["selected"]
+    with pytest.raises(AlsegError, match="GCL"):
+        select(method="gcl-coreset", budget="10%", embeddings=sp, seed=2)
 
 
 def test_coreset_picks_are_the_kernel_picks(phantom_store, emb_store):

@@ -238,6 +238,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
            "weight_decay": float(weight_decay if weight_decay is not None else base["weight_decay"]),
            "seed": int(seed if seed is not None else base["seed"]),
            "split": split if split is not None else base["split"]}
+    cfg["proj_dim"] = SP_DEFAULTS["proj_dim"] if loss == "sp-supcon" else 64
     phases = volume_phases(store.volumes)   # per slice (the names are per slice)
     if loss == "sp-supcon":
         given = {"lambdas": lambdas, "gamma_start": gamma_start, "gamma_end": gamma_end, "sp_mode": sp_mode,
@@ -245,7 +246,6 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
         cfg.update({k: (v if v is not None else base[k]) for k, v in given.items()})
         cfg["meta"] = parse_meta(meta, phases is not None)
         cfg["lambdas"] = {m: float({**SP_DEFAULTS["lambdas"], **cfg["lambdas"]}.get(m, 0.0)) for m in cfg["meta"]}
-        cfg["proj_dim"] = SP_DEFAULTS["proj_dim"]
         cfg["batch_size"] = int(cfg["scans_per_batch"]) * int(cfg["partitions"])
         if cfg["sp_mode"] not in SP_MODES:
             raise AlsegError(f"--sp-mode {cfg['sp_mode']!r}: choose {', '.join(SP_MODES)}")
@@ -267,7 +267,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     if ckpt is not None:
         old = {k: ckpt["config"].get(k, "gcl" if k == "loss" else None) for k in CONFIG_KEYS}
         if old != {k: cfg.get(k) for k in CONFIG_KEYS}:
-            diff = [k for k in CONFIG_KEYS if old[k] != cfg[k]]
+            diff = [k for k in CONFIG_KEYS if old[k] != cfg.get(k)]
             raise AlsegError(f"{out}/checkpoint.pt was trained with other settings ({diff[0]}="
                              f"{old[diff[0]]!r}); resume with the same options or pass --force")
 
@@ -281,7 +281,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
                  "phase": None if phases is None else phases[idx]}
         per_epoch = -(-len(idx) // cfg["batch_size"])     # one pool's worth of slices per epoch
     seed_everything(cfg["seed"])
-    proj_dim = int(cfg.get("proj_dim") or 64)
+    proj_dim = cfg["proj_dim"]
     model = GCLEncoder("resnet18", in_channels=images.shape[1], proj_dim=proj_dim).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     amp = dev.type == "cuda"

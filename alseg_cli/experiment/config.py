@@ -33,6 +33,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "train_options": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced", "val_every": 100,
                           "retries": 2},
         "select_options": {"mc_samples": 10},
+        # ARCO (+arco) with 2 unlabelled slices per step: 1.86x a plain round's CPU per iteration
+        # on ACDC 128 px (6: 3.06x; benchmarks/bench_related.py), under stochastic-batches' 2 models
+        "semi_options": {"unlabelled_batch": 2},
     },
     "paper": {
         "pixels_size": None,    # the pixel Coreset baseline on the whole working-size image
