@@ -45,7 +45,7 @@ DEFAULTS = {"epochs": 100, "lr": 3e-4, "weight_decay": 1e-6, "tau": 0.5, "seed":
             "groups": ("patient", "volume"), "split": "train"}
 CONFIG_KEYS = ("loss", "groups", "weights", "tau", "size", "batch_size", "lr", "weight_decay", "seed", "split",
                "meta", "lambdas", "gamma_start", "gamma_end", "sp_mode", "partitions", "scans_per_batch",
-               "correct_grad", "proj_dim")
+               "correct_grad", "proj_dim", "epoch_passes")
 LOSSES = ("gcl", "sp-supcon")
 META_KINDS = ("position", "patient", "phase")
 # Peng et al.: tau 0.07, lambdas of table 5 (position 1, patient 0.01, phase 0.001), linear
@@ -53,7 +53,10 @@ META_KINDS = ("position", "patient", "phase")
 # Hippocampus, 10 scans per batch, a 256-d projection.
 SP_DEFAULTS = {"tau": 0.07, "lambdas": {"position": 1.0, "patient": 0.01, "phase": 0.001},
                "gamma_start": 2.0, "gamma_end": 50.0, "sp_mode": "linear", "partitions": 3,
-               "scans_per_batch": 10, "correct_grad": False, "proj_dim": 256}
+               "scans_per_batch": 10, "correct_grad": False, "proj_dim": 256,
+               # slices per epoch = 3 x the pool: what a GCL patient+volume epoch shows (every slice
+               # leads a tuple of 3), so an SP-Con epoch costs a GCL epoch (bench-related)
+               "epoch_passes": 3}
 
 
 def parse_groups(groups) -> list:
@@ -199,14 +202,14 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
              lambdas: Optional[Dict[str, float]] = None, gamma_start: Optional[float] = None,
              gamma_end: Optional[float] = None, sp_mode: Optional[str] = None,
              partitions: Optional[int] = None, scans_per_batch: Optional[int] = None,
-             correct_grad: Optional[bool] = None) -> dict:
+             correct_grad: Optional[bool] = None, epoch_passes: Optional[int] = None) -> dict:
     """Train the encoder; returns the encoder manifest (also saved in ``out``).
 
     loss "gcl": eq. 5 with ``groups`` / ``weights``. loss "sp-supcon": Peng's objective with
     ``meta`` (position, patient, phase), ``lambdas`` per meta-label, the pace
     ``gamma_start`` -> ``gamma_end`` with ``sp_mode`` linear | hard weights, ``partitions`` (S),
-    ``scans_per_batch`` (m) and ``correct_grad``; each epoch draws as many slices as one pass
-    over the pool, so an epoch costs what a GCL epoch does.
+    ``scans_per_batch`` (m) and ``correct_grad``; each epoch draws ``epoch_passes`` (3) times the
+    pool's slice count, what a GCL patient+volume epoch shows, so the epochs cost the same.
 
     progress: a Reporter (the CLI's bar), True for one plain stderr line per epoch, False for none.
     """
@@ -242,17 +245,19 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     phases = volume_phases(store.volumes)   # per slice (the names are per slice)
     if loss == "sp-supcon":
         given = {"lambdas": lambdas, "gamma_start": gamma_start, "gamma_end": gamma_end, "sp_mode": sp_mode,
-                 "partitions": partitions, "scans_per_batch": scans_per_batch, "correct_grad": correct_grad}
+                 "partitions": partitions, "scans_per_batch": scans_per_batch, "correct_grad": correct_grad,
+                 "epoch_passes": epoch_passes}
         cfg.update({k: (v if v is not None else base[k]) for k, v in given.items()})
         cfg["meta"] = parse_meta(meta, phases is not None)
         cfg["lambdas"] = {m: float({**SP_DEFAULTS["lambdas"], **cfg["lambdas"]}.get(m, 0.0)) for m in cfg["meta"]}
         cfg["batch_size"] = int(cfg["scans_per_batch"]) * int(cfg["partitions"])
         if cfg["sp_mode"] not in SP_MODES:
             raise AlsegError(f"--sp-mode {cfg['sp_mode']!r}: choose {', '.join(SP_MODES)}")
-        if int(cfg["partitions"]) < 1 or int(cfg["scans_per_batch"]) < 2 or not cfg["gamma_start"] > 0 \
+        if int(cfg["partitions"]) < 1 or int(cfg["scans_per_batch"]) < 2 or int(cfg["epoch_passes"]) < 1 \
+                or not cfg["gamma_start"] > 0 \
                 or cfg["gamma_end"] < cfg["gamma_start"] or any(v < 0 for v in cfg["lambdas"].values()) \
                 or not any(cfg["lambdas"].values()):
-            raise AlsegError("SP-Con: --partitions >= 1, --scans-per-batch >= 2, 0 < gamma start <= end, "
+            raise AlsegError("SP-Con: --partitions >= 1, --scans-per-batch >= 2, epoch_passes >= 1, 0 < gamma start <= end, "
                              "and non-negative --lambdas that are not all 0")
     elif meta is not None:
         raise AlsegError("--meta belongs to --loss sp-supcon")
@@ -279,7 +284,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
         lengths = np.bincount(vol)[vol]
         metas = {"position": position_partition(pos, lengths, int(cfg["partitions"])), "patient": pat,
                  "phase": None if phases is None else phases[idx]}
-        per_epoch = -(-len(idx) // cfg["batch_size"])     # one pool's worth of slices per epoch
+        per_epoch = -(-len(idx) * int(cfg["epoch_passes"]) // cfg["batch_size"])
     seed_everything(cfg["seed"])
     proj_dim = cfg["proj_dim"]
     model = GCLEncoder("resnet18", in_channels=images.shape[1], proj_dim=proj_dim).to(dev)
