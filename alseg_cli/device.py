@@ -35,3 +35,20 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(int(seed))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """torch.load with weights_only: tensors and plain values only. A checkpoint that needs
+    more (pickled objects, which can run code when loaded) is refused in one line, so a
+    model directory from elsewhere is data, never code."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise AlsegError(f"{path}: holds objects beyond tensors and plain values; alseg loads checkpoints "
+                         f"as data only (weights_only) and refuses this one") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise AlsegError(f"{path}: unreadable checkpoint ({exc.__class__.__name__})") from None

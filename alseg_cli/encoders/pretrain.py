@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_path, write_json
 from ..data.augment import augment
-from ..device import resolve_device, seed_everything, torch_generator
+from ..device import load_checkpoint, resolve_device, seed_everything, torch_generator
 from ..errors import AlsegError
 from ..progress import as_reporter
 from ..manifest import make_manifest, save_manifest
@@ -177,11 +177,7 @@ def _prepare_out(out: Path, force: bool, resume: bool) -> Optional[dict]:
     ckpt_path = out / "checkpoint.pt"
     if out.exists():
         if resume and ckpt_path.exists():
-            try:
-                return torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            except Exception as exc:
-                raise AlsegError(f"{ckpt_path}: unreadable checkpoint ({exc.__class__.__name__}); "
-                                 f"pass --force to start over") from None
+            return load_checkpoint(ckpt_path)
         elif force:   # with --resume too: nothing to resume, so start over
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         elif not out.is_dir() or any(out.iterdir()):

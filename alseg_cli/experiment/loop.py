@@ -146,8 +146,11 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
     try:
         pending = [s for s in cfg["seeds"] if not seed_ready(cfg, run_dir, s)]
         if display and pending:
-            what = (f"pretraining a GCL encoder ({cfg['pretrain_epochs']} epochs) and embedding"
-                    if cfg.get("pretrain") and not cfg.get("encoder") else "embedding the pool")
+            keys = encoder_keys(cfg)
+            loop_gcl = None in keys and cfg.get("pretrain") and not cfg.get("encoder")
+            trained = (["a GCL encoder"] if loop_gcl else []) + [f"{k}'s encoder" for k in keys if k is not None]
+            what = (f"pretraining {' and '.join(trained)} ({cfg['pretrain_epochs']} epochs) and embedding"
+                    if trained else "embedding the pool")
             display.note(f"{what} for seed {', '.join(map(str, pending))}; the chains that use it start after")
         if cfg["executor"] == "ray":
             results = run_ray(tasks, paths, cfg.get("ray_address"))

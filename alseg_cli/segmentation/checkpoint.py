@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..atomic import write_json
+from ..device import load_checkpoint
 from .validate import write_curve_png
 
 
@@ -34,7 +35,7 @@ class MemberState:
         ``extra``: a module trained beside the network, e.g. ARCO's teacher and heads)."""
         if not (mdir / "last.pt").exists():
             return cls(mdir)
-        ck = torch.load(mdir / "last.pt", map_location=dev, weights_only=False)
+        ck = load_checkpoint(mdir / "last.pt", map_location=dev)
         net.load_state_dict(ck["state_dict"])
         if extra is not None:
             extra.load_state_dict(ck["extra"])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..device import resolve_device
+from ..device import load_checkpoint, resolve_device
 from ..errors import AlsegError
 from ..manifest import load_manifest
 from ..store import DatasetStore
@@ -45,7 +45,7 @@ def load_model(model_dir, member: Optional[int] = None, device="auto", checkpoin
     dev = resolve_device(device) if not isinstance(device, torch.device) else device
     net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"],
                         **(config.get("network_options") or {}))
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     net.load_state_dict(state["state_dict"])
     return net.to(dev).eval()
 
