@@ -34,6 +34,11 @@ def propagate(dataset, labeled, model, out, **options):
     return _propagate(dataset, labeled, model, out, **options)
 
 
+def predict(model, inputs, out, **options):
+    from .segmentation.infer import predict_files
+    return predict_files(model, inputs, out, **options)
+
+
 def list_methods():
     from .acquisition.select import list_methods as _list_methods
     return _list_methods()

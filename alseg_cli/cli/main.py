@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, loop, plot, prep, pretrain, propagate, select, stats, train_seg, verify
+from . import bootstrap, embed, evaluate, loop, plot, prep, predict, pretrain, propagate, select, stats, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ COMMANDS = {
     "propagate": (propagate.command, "k-NN label propagation: pseudo-label the neighbours of labelled slices."),
     "train-seg": (train_seg.command, "Train a segmentation model (UNet on masks, DMPLS on scribbles)."),
     "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),
+    "predict": (predict.command, "Segment volume files that were never prepped, with their own headers."),
     "bootstrap": (bootstrap.command, "Bootstrap error bars, tables and plots over seeds and methods."),
     "loop": (loop.command, "Run whole active-learning experiments: rounds x methods x seeds."),
     "stats": (stats.command, "Slice diversity overall and within patient, volume and adjacent groups."),

@@ -118,7 +118,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     work = final.with_name(f".{final.name}.partial")
     config = {"model": model, "supervision": supervision, "in_channels": store.channels,
               "num_classes": store.num_classes, "size": store.size, "base_channels": int(base_channels),
-              "unannotated": store.unannotated, "classes": store.attrs.get("classes")}
+              "unannotated": store.unannotated, "classes": store.attrs.get("classes"),
+              # what prep did, so `alseg predict` can do the same to files never prepped
+              "preprocessing": store.attrs.get("preprocessing")}
     if info.get("volumetric"):
         config["network_options"] = {"inplane_levels": _inplane_levels(store, lab_idx)}
     recipe = {"optimizer": optimizer, "clip_grad": clip_grad, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
