@@ -35,8 +35,13 @@ def propagate(dataset, labeled, model, out, **options):
 
 
 def predict(model, inputs, out, **options):
-    from .segmentation.infer import predict_files
+    from .campaign.predict import predict_files
     return predict_files(model, inputs, out, **options)
+
+
+def export(selection, out, **options):
+    from .campaign.export import export_selection
+    return export_selection(selection, out, **options)
 
 
 def list_methods():

@@ -21,7 +21,7 @@ from .errors import AlsegError
 
 FORMAT_VERSION = 1
 KINDS = ("dataset", "encoder", "embeddings", "selection", "model", "evaluation", "bootstrap", "loop", "stats",
-         "pseudo-labels", "prediction")
+         "pseudo-labels", "prediction", "export")
 
 
 def library_versions() -> Dict[str, str]:

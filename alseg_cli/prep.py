@@ -213,7 +213,13 @@ def load_volume(spec: VolumeSpec, axis: int, pre: Preprocess, allowed: Optional[
         meta.update(geometry=geom, shape=[int(image.shape[0])] + geom["native"])
     return Volume(name=spec.name, patient=spec.patient, image=np.ascontiguousarray(image, np.float32),
                   mask=labels.get("mask"), scribble=labels.get("scribble"), spacing=spacing,
-                  affine=first.affine, source=str(spec.images[0]), meta=meta, native_mask=native_mask)
+                  affine=first.affine, source=_absolute(spec.images[0]), meta=meta, native_mask=native_mask)
+
+
+def _absolute(ref) -> str:
+    """The source file as an absolute path (``:key`` for HDF5), so exports find it from anywhere."""
+    path = str(Path(ref.path).resolve())
+    return f"{path}:{ref.key}" if ref.key else path
 
 
 def parse_label_map(text) -> Optional[Dict[int, int]]:

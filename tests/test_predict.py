@@ -47,7 +47,7 @@ def trained(tmp_path_factory):
 
 
 def test_predict_keeps_the_header_and_finds_the_structures(trained, tmp_path):
-    from alseg_cli.segmentation.infer import predict_files
+    from alseg_cli.campaign.predict import predict_files
 
     d, held = trained
     m = predict_files(d / "model", [d / "new" / "scan.nii.gz"], tmp_path / "out", device="cpu")
@@ -67,7 +67,7 @@ def test_predict_keeps_the_header_and_finds_the_structures(trained, tmp_path):
 
 def test_predict_itk_input_probabilities_and_errors(trained, tmp_path):
     import SimpleITK as sitk
-    from alseg_cli.segmentation.infer import predict_files
+    from alseg_cli.campaign.predict import predict_files
 
     d, _ = trained
     mha = tmp_path / "scan.mha"

@@ -54,7 +54,7 @@ def test_propagation_then_pseudo_training(tiny, tmp_path):
     assert m["pseudo_dice"] is not None and 0 <= m["pseudo_dice"] <= 1
     assert not set(m["pseudo_labeled"]) & set(sel["labeled"])
     # weight 0 trains on the labels alone: exactly the plain run's weights
-    zero = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "zero", seed=3, pseudo=tmp_path / "prop",
+    train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "zero", seed=3, pseudo=tmp_path / "prop",
                      pseudo_weight=0.0, **TINY)
     assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain").values(),
                                                   weights(tmp_path / "zero").values()))
@@ -81,7 +81,7 @@ def test_arco_trains_resumes_identically_and_refuses_scribbles(tiny, tmp_path):
     opts = dict(semi="arco", semi_options={"unlabelled_batch": 2, "anchors": 32, "negatives": 16}, seed=5, **TINY)
     full = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "full", **opts)
     assert full["args"]["semi"]["sampler"] == "sg" and full["members"][0]["iterations"] == 4
-    plain = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "plain", seed=5, **TINY)
+    train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "plain", seed=5, **TINY)
     assert not all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "full").values(),
                                                       weights(tmp_path / "plain").values()))
     # killed after its first validation (iteration 2), then resumed: teacher, heads and banks

@@ -11,12 +11,11 @@ description, which 3D Slicer reads too) and, on request, the softmax probabiliti
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from ..data.geometry import to_native
 from ..errors import AlsegError
 from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
-from .predict import predict_batches, prediction_nets, read_model_dir
+from ..segmentation.predict import predict_batches, prediction_nets, read_model_dir
 
 PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
@@ -110,7 +109,7 @@ def predict_files(model, inputs: Sequence, out, device: str = "auto", probabilit
 
 def _predict_one(nets, store: DatasetStore, vi: Dict, source: Path, tmp: Path, config: Dict,
                  probabilities: bool) -> Dict:
-    from .evaluate import to_source_orientation
+    from ..segmentation.evaluate import to_source_orientation
 
     idx = store.volume_slices(vi["name"])
     probs = torch.cat([p[0] for _, p in predict_batches(nets, store, idx, "softmax")])

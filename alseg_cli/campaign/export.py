@@ -1,0 +1,121 @@
+"""`alseg export`: hand a selection's slices to an annotator, in files that map back without guessing.
+
+OUT/tasks.csv and OUT/tasks.json name, for every picked slice: its id, volume and patient, the
+source file (absolute), the array axis of the slice in that file and its index there (0-based
+as numpy and nibabel count, and 1-based as ITK-SNAP and 3D Slicer's slice sliders show), the
+anatomical orientation of the file's axes (from the affine), the world position of the
+slice's centre (mm), the round and the method. Beside it: one PNG per slice
+(``slices/<volume>_<axis>-<index>.png``, the working-size image the model sees), a montage
+of the round (``montage.png``), and a template label volume per volume in its image's
+geometry (``labels/<volume>.nii.gz``: zeros with the source's affine), to be painted on the
+listed slices and saved under the same name.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from ..atomic import atomic_path, check_writable
+from ..errors import AlsegError
+from ..manifest import make_manifest, save_manifest
+from ..store import DatasetStore
+
+COLUMNS = ("slice_id", "volume", "patient", "source", "source_exists", "axis", "index0", "index1",
+           "axis_direction", "orientation", "world_x", "world_y", "world_z", "round", "method", "png", "label_file")
+
+
+def safe_name(text: str) -> str:
+    """A file name from a volume name: path separators and other odd characters become '_', and
+    it never starts with a dot, so no name can point outside the export folder."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(text)).lstrip(".")
+    return name or "volume"
+
+
+def _selection(selection) -> Dict:
+    try:
+        manifest = json.loads(Path(selection).read_text())
+    except (OSError, ValueError) as exc:
+        raise AlsegError(f"{selection}: not a readable selection manifest ({exc.__class__.__name__})") from None
+    if manifest.get("kind") != "selection":
+        raise AlsegError(f"{selection}: a manifest of kind {manifest.get('kind')!r}, not a selection")
+    return manifest
+
+
+def export_selection(selection, out, dataset=None, all_labelled: bool = False, force: bool = False) -> Dict:
+    """Write the annotation tasks of a selection's new slices (``all_labelled``: of every slice in
+    its labelled set) into OUT; returns the export manifest (OUT/manifest.json)."""
+    import nibabel as nib
+
+    from ..figures.common import grey, pyplot, save_png
+    from ..figures.montage import selection_montage
+
+    manifest = _selection(selection)
+    ids: List[str] = list(manifest.get("labeled", {})) if all_labelled else list(manifest.get("selected", []))
+    if not ids:
+        raise AlsegError(f"{selection}: selects no slices; nothing to export")
+    store = DatasetStore(dataset or manifest.get("dataset"))
+    check_writable(out, force)
+    info = {v["name"]: v for v in store.volume_info}
+    idx = store.ids_to_indices(ids)
+    images = store.images(idx)
+    rounds = manifest.get("labeled", {})
+    rows = []
+    with atomic_path(out, force=force) as tmp:
+        (tmp / "slices").mkdir(parents=True)
+        (tmp / "labels").mkdir()
+        plt = pyplot()
+        for k, (sid, i) in enumerate(zip(ids, idx)):
+            vi = info[str(store.volumes[i])]
+            axis = int(vi.get("slice_axis", 2))
+            index = int(store.z[i])
+            affine = np.asarray(vi["affine"], dtype=np.float64) if vi.get("affine") else np.eye(4)
+            shape = [int(s) for s in (vi.get("source_shape") or _source_shape(vi, axis))]
+            centre = np.array([(s - 1) / 2 for s in shape] + [1.0])
+            centre[axis] = index
+            world = affine @ centre
+            codes = nib.aff2axcodes(affine)
+            vname = safe_name(vi["name"])
+            png = f"slices/{vname}_axis{axis}-{index:03d}.png"
+            fig, ax = plt.subplots(figsize=(3, 3))
+            ax.imshow(grey(images[k]), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{sid}  (axis {axis}, index {index} / {index + 1})", fontsize=7)
+            ax.axis("off")
+            save_png(fig, tmp / png, True)
+            source = str(vi.get("source", ""))
+            rows.append({"slice_id": sid, "volume": vi["name"], "patient": vi.get("patient"), "source": source,
+                         "source_exists": Path(source).exists() or Path(source.rsplit(":", 1)[0]).exists(),
+                         "axis": axis, "index0": index, "index1": index + 1,
+                         "axis_direction": codes[axis], "orientation": "".join(codes),
+                         "world_x": round(float(world[0]), 3), "world_y": round(float(world[1]), 3),
+                         "world_z": round(float(world[2]), 3), "round": rounds.get(sid, manifest.get("round")),
+                         "method": manifest.get("method"), "png": png, "label_file": f"labels/{vname}.nii.gz"})
+        for vname, vi in {safe_name(r["volume"]): info[r["volume"]] for r in rows}.items():
+            axis = int(vi.get("slice_axis", 2))
+            shape = [int(s) for s in (vi.get("source_shape") or _source_shape(vi, axis))]
+            affine = np.asarray(vi["affine"], dtype=np.float64) if vi.get("affine") else np.eye(4)
+            nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), str(tmp / "labels" / f"{vname}.nii.gz"))
+        if not all_labelled:
+            selection_montage(selection, tmp / "montage.png", dataset=store.path, force=True)
+        with open(tmp / "tasks.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / "tasks.json").write_text(json.dumps(rows, indent=1))
+        result = make_manifest("export", {"all_labelled": all_labelled},
+                               inputs={"selection": selection, "dataset": store.path}, outputs={"export": out},
+                               slices=len(rows), volumes=len({r["volume"] for r in rows}),
+                               classes=store.attrs.get("classes"), tasks=rows)
+        save_manifest(tmp / "manifest.json", result)
+    return result
+
+
+def _source_shape(vi: Dict, axis: int) -> List[int]:
+    """The source array's shape from the store's (Z, H, W) native shape and the slice axis."""
+    z, h, w = vi["shape"]
+    rest = [h, w]
+    return [z if a == axis else rest.pop(0) for a in range(3)]
