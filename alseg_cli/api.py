@@ -44,6 +44,11 @@ def export(selection, out, **options):
     return export_selection(selection, out, **options)
 
 
+def import_labels(dataset, files, **options):
+    from .campaign.importer import import_labels as _import
+    return _import(dataset, files, **options)
+
+
 def list_methods():
     from .acquisition.select import list_methods as _list_methods
     return _list_methods()

@@ -20,7 +20,7 @@ def test_help_lists_every_command():
                  "plot"):
         assert name in result.output
     assert set(COMMANDS) == {"prep", "pretrain", "embed", "select", "train-seg", "evaluate", "bootstrap", "loop",
-                             "verify", "stats", "propagate", "predict", "export"}
+                             "verify", "stats", "propagate", "predict", "export", "import-labels"}
     for sub in ("overlay", "map", "montage"):          # the plot group's commands
         assert runner.invoke(app, ["plot", sub, "--help"]).exit_code == 0
         assert f"alseg plot {sub}" in (ROOT / "README.md").read_text()

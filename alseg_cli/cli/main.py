@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import bootstrap, embed, evaluate, export, loop, plot, prep, predict, pretrain, propagate, select, stats, train_seg, verify
+from . import bootstrap, embed, evaluate, export, import_labels, loop, plot, prep, predict, pretrain, propagate, select, stats, train_seg, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ COMMANDS = {
     "embed": (embed.command, "Embed every slice with an encoder, or import external embeddings."),
     "select": (select.command, "Choose the next slices to annotate with an acquisition method."),
     "export": (export.command, "Hand a selection's slices to an annotator: task list, PNGs, label templates."),
+    "import-labels": (import_labels.command, "Take an annotator's label volumes back into the store, checked."),
     "propagate": (propagate.command, "k-NN label propagation: pseudo-label the neighbours of labelled slices."),
     "train-seg": (train_seg.command, "Train a segmentation model (UNet on masks, DMPLS on scribbles)."),
     "evaluate": (evaluate.command, "3D Dice and HD95 per volume and class at native resolution."),

@@ -61,7 +61,8 @@ def command(
     base_channels: int = typer.Option(16, "--base-channels", help="First encoder width (paper: 16)."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="Local ResNet-50 state dict for unet-resnet50."),
-    val_split: str = typer.Option("val", "--val-split"),
+    val_split: str = typer.Option("val", "--val-split", help="Split whose masked slices validate (the best "
+                                  "checkpoint is kept), or none: no validation, the last checkpoint is the model."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run into the same MODEL_DIR "
                                                         "(without it, a killed run's partial state is refused)."),
     allow_other_dataset: bool = typer.Option(False, "--allow-other-dataset",

@@ -49,8 +49,8 @@ class MemberState:
         """Record the validation at iteration ``self.it``; keep the best checkpoint; save last.pt."""
         self.curve.append({"iteration": self.it, "loss": float(np.mean(losses)), "val_dice": vd,
                            "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 3), "degenerate": why})
-        if vd > self.best:
-            self.best, self.best_it, self.best_why = vd, self.it, why
+        if vd is None or vd > self.best:        # None: no validation, the last checkpoint is kept
+            self.best, self.best_it, self.best_why = (self.best if vd is None else vd), self.it, why
             torch.save({"state_dict": net.state_dict(), "config": config, "iteration": self.it, "val_dice": vd},
                        self.mdir / "best.pt")
         tmp = self.mdir / "last.pt.tmp"
@@ -65,7 +65,8 @@ class MemberState:
         """The member's record (done.json), with the curve and its plot beside it."""
         write_json(self.mdir / "curve.json", self.curve)
         write_curve_png(self.curve, self.mdir / "curve.png", title=f"{config['model']} seed {seed}")
-        done = {"seed": seed, "best_val_dice": self.best, "best_iteration": self.best_it, "dir": self.mdir.name,
+        validated = any(c["val_dice"] is not None for c in self.curve)
+        done = {"seed": seed, "best_val_dice": self.best if validated else None, "best_iteration": self.best_it, "dir": self.mdir.name,
                 "iterations": self.it, "seconds": round(seconds, 3),
                 "it_per_s": round(self.it / max(1e-9, seconds), 3),
                 # training speed without the validation passes (what the benchmark compares)

@@ -109,7 +109,11 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     if semi is not None:
         from .semi import resolve_semi
         semi_cfg = resolve_semi(semi, semi_options, supervision, model)
-    val_idx = validation_slices(store, val_split)
+    no_val = val_split == "none"      # nothing annotated to validate on: the last checkpoint is the model
+    if no_val and (retries or min_val_dice is not None or info.get("volumetric")):
+        raise AlsegError("--val-split none keeps the last checkpoint: it cannot go with --retries, "
+                         "--min-val-dice or a 3D network (they need validation)")
+    val_idx = np.zeros(0, dtype=np.int64) if no_val else validation_slices(store, val_split)
     n_pool = int((store.split == train_split).sum())
     iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
     dev = resolve_device(device)
@@ -164,7 +168,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     else:
         images = torch.from_numpy(store.images(lab_idx))
         targets = torch.from_numpy((store.scribbles if supervision == "scribble" else store.masks)(lab_idx))
-        val = (torch.from_numpy(store.images(val_idx)), store.masks(val_idx), store.volumes[val_idx])
+        val = None if no_val else (torch.from_numpy(store.images(val_idx)), store.masks(val_idx),
+                                   store.volumes[val_idx])
         fill = int(store.unannotated) if supervision == "scribble" else 0
     extra = {}
     if pseudo_idx.size:      # pseudo rows after the labelled ones; their flags travel with them
@@ -188,12 +193,13 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         return {"kind": "members", "members": members}
     # the best member on validation, a non-degenerate one where there is one
     best = max(range(len(members)), key=lambda i: (members[i].get("degenerate") is None,
-                                                   members[i]["best_val_dice"]))
+                                                   members[i]["best_val_dice"] or -1.0))
     manifest = make_manifest(
         "model", args, inputs={"dataset": store.path, **({"labels": labels} if _is_file(labels) else {})},
         outputs={"model_dir": final}, seed=seed, device=str(dev),
         model=model, num_classes=store.num_classes, size=store.size, in_channels=store.channels,
         best_member=best, members=members, labeled=store.slice_ids[lab_idx].tolist(),
+        validation="none: the last checkpoint is the model" if no_val else f"best on the {val_split!r} split",
         degenerate=members[best].get("degenerate"),
         train_seconds=round(time.time() - t0, 3))
     save_manifest(work / "manifest.json", manifest)
@@ -390,15 +396,16 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
             losses.append(float(loss.detach()))
             if it % val_every == 0 or it == iterations:
                 t_val = time.time()
-                vd, why = validation_scores(net, *val, config["num_classes"], dev)
+                vd, why = validation_scores(net, *val, config["num_classes"], dev) if val is not None else (None, None)
                 state.val_seconds += time.time() - t_val
                 elapsed = time.time() - start
                 state.validated(net, opt, gen, config, vd, why, losses, elapsed, extra=arco)
                 losses = []
-                reporter.note(f"{label} it {it}/{iterations} loss {state.curve[-1]['loss']:.4f} val Dice {vd:.3f} "
-                              f"(best {state.best:.3f}) {it / max(1e-9, elapsed):.2f} it/s")
+                scored = f"val Dice {vd:.3f} (best {state.best:.3f})" if vd is not None else "no validation"
+                reporter.note(f"{label} it {it}/{iterations} loss {state.curve[-1]['loss']:.4f} {scored} "
+                              f"{it / max(1e-9, elapsed):.2f} it/s")
             rate = it / max(1e-9, time.time() - start)
-            vd_txt = f"{state.curve[-1]['val_dice']:.3f}" if state.curve else "-"
+            vd_txt = f"{state.curve[-1]['val_dice']:.3f}" if state.curve and state.curve[-1]["val_dice"] is not None else "-"
             reporter.update(label, it, f"loss {losses[-1] if losses else state.curve[-1]['loss']:.3f} "
                                        f"val {vd_txt} {rate:.1f} it/s")
     finally:

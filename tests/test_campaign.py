@@ -1,0 +1,140 @@
+"""A real annotation campaign through files only: prep an unlabelled pool, pick, export,
+"annotate" label volumes as ITK-SNAP / Slicer would save them, import (a mirrored file refused,
+a cropped one pasted back, scribbles on their own), train without a validation split, pick
+again, predict on a scan never prepped."""
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from alseg_cli.errors import AlsegError
+
+torch.set_num_threads(1)
+AFFINE = np.array([[1.5, 0, 0, -20.0], [0, 1.5, 0, 8.0], [0, 0, 10.0, 3.0], [0, 0, 0, 1]])
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    from alseg_cli.data.phantoms import make_phantoms
+    from alseg_cli.prep import run_prep
+
+    d = tmp_path_factory.mktemp("campaign")
+    (d / "raw").mkdir()
+    truth = {}
+    for v in make_phantoms(patients=4, size=32, slices=6, seed=5):
+        nib.save(nib.Nifti1Image(np.transpose(v.image[:, 0], (1, 2, 0)).astype(np.float32), AFFINE),
+                 str(d / "raw" / f"{v.name}.nii.gz"))
+        truth[v.name] = np.transpose(v.mask, (1, 2, 0))
+    run_prep(None, d / "pool.zarr", size=32, split="train=1", images=d / "raw", classes="background,RV,MYO,LV")
+    return d, truth
+
+
+def _paint(export_dir, truth, only=None):
+    """Fill the requested slices of each template with the truth; returns {volume: path}."""
+    rows = list(csv.DictReader(open(export_dir / "tasks.csv")))
+    out = {}
+    for vol in sorted({r["volume"] for r in rows}):
+        path = export_dir / f"labels/{vol}.nii.gz"
+        tpl = nib.load(str(path))
+        arr = np.asarray(tpl.dataobj).copy()
+        for r in rows:
+            if r["volume"] == vol:
+                k = int(r["index0"])
+                arr[:, :, k] = truth[vol][:, :, k]
+        out[vol] = (arr, tpl.affine)
+    return rows, out
+
+
+def test_two_rounds_through_files(campaign, tmp_path):
+    from alseg_cli.acquisition.select import select
+    from alseg_cli.campaign.export import export_selection
+    from alseg_cli.campaign.importer import import_labels
+    from alseg_cli.campaign.predict import predict_files
+    from alseg_cli.segmentation.train import train_seg
+    from alseg_cli.store import DatasetStore
+
+    d, truth = campaign
+    pool = d / "pool.zarr"
+    sel = tmp_path / "sel1.json"
+    select(method="random", budget="15%", dataset=pool, seed=0, out=sel, device="cpu")
+    export_selection(sel, tmp_path / "r1")
+    rows, painted = _paint(tmp_path / "r1", truth)
+    files = []
+    vols = sorted(painted)
+    for i, vol in enumerate(vols):
+        arr, aff = painted[vol]
+        path = tmp_path / "r1" / "labels" / f"{vol}.nii.gz"
+        if i == 0:               # Slicer-style: cropped to the labelled extent, origin moved
+            nz = np.argwhere(arr > 0)
+            lo, hi = nz.min(0), nz.max(0) + 1
+            crop = arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            shifted = aff.copy()
+            shifted[:3, 3] = aff[:3, 3] + aff[:3, :3] @ lo
+            nib.save(nib.Nifti1Image(crop, shifted), str(path))
+        else:
+            nib.save(nib.Nifti1Image(arr, aff), str(path))
+        files.append(path)
+    # a mirrored copy of one file is refused, naming it, and the store is left as it was
+    mirrored = tmp_path / "bad" / f"{vols[-1]}.nii.gz"
+    mirrored.parent.mkdir()
+    flip = AFFINE.copy()
+    flip[0, 0] = -flip[0, 0]
+    nib.save(nib.Nifti1Image(painted[vols[-1]][0], flip), str(mirrored))
+    before = DatasetStore(pool).attrs["content_hash"]
+    with pytest.raises(AlsegError, match="affine differs"):
+        import_labels(pool, files + [mirrored], selection=sel, out=tmp_path / "lab1.json")
+    assert DatasetStore(pool).attrs["content_hash"] == before and not DatasetStore(pool).has_masks
+    bad_value = tmp_path / "bad" / f"{vols[1]}.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(painted[vols[1]][0].shape, 7, np.uint8), AFFINE), str(bad_value))
+    with pytest.raises(AlsegError, match="not a declared class"):
+        import_labels(pool, [bad_value], selection=sel, out=tmp_path / "lab1.json")
+
+    lab1 = import_labels(pool, files[:-1], selection=sel, out=tmp_path / "lab1.json", annotator="dr. a")
+    store = DatasetStore(pool)
+    requested = json.loads(sel.read_text())["selected"]
+    missing = [r["slice_id"] for r in rows if r["volume"] == vols[-1]]
+    assert sorted(lab1["imported"]["requested_missing"]) == sorted(missing)      # that file never came
+    assert set(lab1["labeled"]) == set(requested) - set(missing)
+    have = store.available("masks")
+    assert have.sum() == len(lab1["labeled"]) and store.attrs["annotations"][0]["annotator"] == "dr. a"
+    for sid in lab1["labeled"]:                 # the cropped file came back at the right place
+        i = store.index_of[sid]
+        vol, z = sid.split(":")
+        np.testing.assert_array_equal(store.masks([i])[0], truth[vol][:, :, int(z)])
+
+    model = tmp_path / "m1"
+    m = train_seg(pool, str(tmp_path / "lab1.json"), model, iterations=6, base_channels=4, val_split="none",
+                  device="cpu", progress=False, val_every=3)
+    assert m["validation"].startswith("none") and m["members"][0]["best_val_dice"] is None
+    sel2 = select(method="random", budget="30%", dataset=pool, labeled=tmp_path / "lab1.json", seed=1,
+                  device="cpu")
+    assert not set(sel2["selected"]) & set(lab1["labeled"])
+    assert len(sel2["labeled"]) == sel2["budget"]["resolved"]
+
+    # scribbles for one new slice's volume: only the drawn voxels count
+    vol, z = sel2["selected"][0].split(":")
+    scr = np.full(truth[vol].shape, 4, np.uint8)
+    scr[10:14, 10:14, int(z)] = truth[vol][10:14, 10:14, int(z)]
+    scr[0:2, 0:2, int(z)] = 0
+    sfile = tmp_path / "scr" / f"{vol}.nii.gz"
+    sfile.parent.mkdir()
+    nib.save(nib.Nifti1Image(scr, AFFINE), str(sfile))
+    sel2_path = tmp_path / "sel2.json"
+    sel2_path.write_text(json.dumps(sel2))
+    lab2 = import_labels(pool, [sfile], selection=sel2_path, out=tmp_path / "lab2.json", kind="scribbles")
+    assert lab2["imported"]["requested_arrived"] == 1 and DatasetStore(pool).has_scribbles
+
+    # predict on a scan never prepped: the input's header comes back
+    new = tmp_path / "new.nii.gz"
+    img = nib.Nifti1Image(np.asarray(nib.load(str(d / "raw" / f"{vols[0]}.nii.gz")).dataobj), AFFINE)
+    img.set_qform(AFFINE, code=1)
+    nib.save(img, str(new))
+    predict_files(model, [new], tmp_path / "pred", device="cpu")
+    out = nib.load(str(tmp_path / "pred" / "new.nii.gz"))
+    assert out.shape == img.shape and np.allclose(out.get_qform(), img.get_qform())
+    assert int(out.header["qform_code"]) == 1
