@@ -141,6 +141,9 @@ def _slices_first(data: np.ndarray, axis: int, channels: bool) -> np.ndarray:
     return np.transpose(data, (axis, *spatial))
 
 
+AFFINE_TOLERANCE = 1e-2    # mm: a label file on its image's grid agrees to float rounding
+
+
 @dataclass
 class Preprocess:
     """What prep does to every volume after reading it (all recorded in the store attrs)."""
@@ -188,6 +191,10 @@ def load_volume(spec: VolumeSpec, axis: int, pre: Preprocess, allowed: Optional[
         if raw.channels or raw.data.shape != data.shape[:3]:
             raise AlsegError(f"{ref}: {kind} shape {raw.data.shape} does not match image "
                              f"{spec.images[0]} shape {data.shape[:3]}")
+        if raw.affine is not None and first.affine is not None and \
+                not np.allclose(np.asarray(raw.affine), np.asarray(first.affine), atol=AFFINE_TOLERANCE):
+            raise AlsegError(f"{ref}: {kind} affine differs from image {spec.images[0]}'s (mirrored or "
+                             f"another orientation?); save the labels on the image's own grid")
         lab = check_labels(_map_values(raw.data, spec.label_map), str(ref),
                            allowed if kind == "mask" else None,
                            binarize=spec.binarize and kind == "mask",
@@ -336,15 +343,21 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
             raise AlsegError(f"{source}: every volume was skipped as bad; nothing to write")
         axis, why = detect_slice_axis([h[0] for h in heads], [h[1] for h in heads])
 
+    unlabelled = not any(s.mask or s.scribble for s in specs)
     if listing.splits and not (split or split_file):
         split_map = {s.patient: listing.splits[s.patient] for s in specs}     # the release's own split
+    elif unlabelled and not (split or split_file):
+        # an unlabelled pool (a campaign's start): every volume is a candidate for annotation;
+        # val/test would hold slices `select` never offers
+        split_map = {s.patient: "train" for s in specs}
     else:
         split_map = _resolve_split(sorted({s.patient for s in specs}), split, split_file, seed)
     allowed = set(listing.classes) if listing.classes else None
     attrs = {"source": {"kind": layout, "path": str(Path(source).resolve()) if source else str(images)},
              "preprocessing": {"size": size, **pre.attrs(), "slice_axis": axis, "slice_axis_reason": why,
                                "split": "layout" if listing.splits and not (split or split_file) else
-                               "file" if split_file else "seeded fractions"},
+                               "file" if split_file else "all to the pool (no labels)" if unlabelled and not split
+                               else "seeded fractions"},
              "slice_axis": axis}
     scribble_unannotated = unannotated if unannotated is not None else listing.unannotated
     if scribble_unannotated is None and listing.classes:

@@ -138,3 +138,29 @@ def test_two_rounds_through_files(campaign, tmp_path):
     out = nib.load(str(tmp_path / "pred" / "new.nii.gz"))
     assert out.shape == img.shape and np.allclose(out.get_qform(), img.get_qform())
     assert int(out.header["qform_code"]) == 1
+
+
+def test_prep_refuses_mirrored_masks_and_keeps_an_unlabelled_pool_whole(tmp_path):
+    from alseg_cli.prep import run_prep
+    from alseg_cli.store import DatasetStore
+
+    (tmp_path / "im").mkdir(), (tmp_path / "ma").mkdir()
+    img = np.random.default_rng(0).random((16, 16, 4)).astype(np.float32)
+    lab = np.zeros((16, 16, 4), np.uint8)
+    lab[4:8, 4:8] = 1
+    flip = AFFINE.copy()
+    flip[0, 0] *= -1
+    nib.save(nib.Nifti1Image(img, AFFINE), str(tmp_path / "im" / "p0.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, flip), str(tmp_path / "ma" / "p0_seg.nii.gz"))
+    with pytest.raises(AlsegError, match="affine differs"):
+        run_prep(None, tmp_path / "d.zarr", size=16, images=tmp_path / "im", masks=tmp_path / "ma",
+                 classes="background,a")
+    assert not (tmp_path / "d.zarr").exists()
+    for i in range(1, 5):
+        nib.save(nib.Nifti1Image(img, AFFINE), str(tmp_path / "im" / f"p{i}.nii.gz"))
+    run_prep(None, tmp_path / "pool.zarr", size=16, images=tmp_path / "im", classes="background,a")
+    store = DatasetStore(tmp_path / "pool.zarr")
+    assert set(store.split.tolist()) == {"train"} and store.num_classes == 2     # nothing hidden in val/test
+    from alseg_cli.segmentation.train import train_seg
+    with pytest.raises(AlsegError, match="import-labels"):
+        train_seg(tmp_path / "pool.zarr", "all", tmp_path / "m", progress=False)

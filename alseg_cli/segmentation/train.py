@@ -78,19 +78,25 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     supervision = supervision or info["supervision"]
     if supervision not in ("full", "scribble"):
         raise AlsegError(f"--supervision {supervision!r}: choose 'full' or 'scribble'")
+    no_labels = "no labels yet: import annotations with `alseg import-labels` (or prep with --masks / --scribbles)"
     if supervision == "scribble" and not store.has_scribbles:
-        raise AlsegError(f"{store.path} has no scribbles; prep a source with scribbles or use --supervision full")
+        raise AlsegError(f"{store.path} has no scribbles; " + ("it has masks: train with --supervision full"
+                                                                if store.has_masks else no_labels))
     if supervision == "scribble" and store.unannotated is None:
         raise AlsegError(f"{store.path}: no 'unannotated' value in the store attrs; cannot train on scribbles")
     if supervision == "full" and not store.has_masks:
-        raise AlsegError(f"{store.path} has no masks; use --supervision scribble")
+        raise AlsegError(f"{store.path} has no masks; " + ("it has scribbles only: train with --model dmpls "
+                                                            "--supervision scribble" if store.has_scribbles else no_labels))
     check_network(model, supervision, backbone_weights)
     if size is not None and int(size) != store.size:
         raise AlsegError(f"--size {size}: {store.path} holds slices at {store.size} px; re-prep with --size {size}")
     if store.num_classes < 2:
-        raise AlsegError(f"{store.path}: num_classes is {store.num_classes}; segmentation needs at least 2")
-    if not store.has_masks:
-        raise AlsegError(f"{store.path} has no masks for validation Dice")
+        raise AlsegError(f"{store.path}: num_classes is {store.num_classes}; segmentation needs at least 2: "
+                         f"declare the classes at prep, e.g. --classes background,RV,MYO,LV")
+    no_val = val_split == "none"      # nothing annotated to validate on: the last checkpoint is the model
+    if not store.has_masks and not no_val:
+        raise AlsegError(f"{store.path} has no masks for validation Dice; pass --val-split none (the last "
+                         f"checkpoint is kept) or import masks for some validation slices")
     for name, value in (("--batch-size", batch_size), ("--ensemble", ensemble), ("--val-every", val_every),
                         ("--base-channels", base_channels)):
         if int(value) < 1:
@@ -109,7 +115,6 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     if semi is not None:
         from .semi import resolve_semi
         semi_cfg = resolve_semi(semi, semi_options, supervision, model)
-    no_val = val_split == "none"      # nothing annotated to validate on: the last checkpoint is the model
     if no_val and (retries or min_val_dice is not None or info.get("volumetric")):
         raise AlsegError("--val-split none keeps the last checkpoint: it cannot go with --retries, "
                          "--min-val-dice or a 3D network (they need validation)")
