@@ -164,3 +164,50 @@ def test_prep_refuses_mirrored_masks_and_keeps_an_unlabelled_pool_whole(tmp_path
     from alseg_cli.segmentation.train import train_seg
     with pytest.raises(AlsegError, match="import-labels"):
         train_seg(tmp_path / "pool.zarr", "all", tmp_path / "m", progress=False)
+
+
+def test_slice_pngs_go_out_and_come_back(tmp_path):
+    from PIL import Image
+
+    from alseg_cli.acquisition.select import select
+    from alseg_cli.campaign.export import PALETTE, export_selection
+    from alseg_cli.campaign.importer import import_labels
+    from alseg_cli.data.phantoms import make_phantoms
+    from alseg_cli.prep import run_prep
+    from alseg_cli.store import DatasetStore
+
+    (tmp_path / "raw").mkdir()
+    truth = {}
+    for v in make_phantoms(patients=2, size=24, slices=5, seed=6):
+        nib.save(nib.Nifti1Image(np.transpose(v.image[:, 0], (1, 2, 0)).astype(np.float32), AFFINE),
+                 str(tmp_path / "raw" / f"{v.name}.nii.gz"))
+        truth[v.name] = np.transpose(v.mask, (1, 2, 0))
+    pool = tmp_path / "pool.zarr"
+    run_prep(None, pool, size=24, images=tmp_path / "raw", classes="background,RV,MYO,LV")
+    sel = tmp_path / "sel.json"
+    select(method="random", budget="30%", dataset=pool, seed=0, out=sel, device="cpu")
+    export_selection(sel, tmp_path / "x")
+    rows = list(csv.DictReader(open(tmp_path / "x" / "tasks.csv")))
+    assert "RV:230,25,75::" in (tmp_path / "x" / "labelmap.txt").read_text()
+    files = []
+    for n, r in enumerate(rows):
+        given = np.asarray(Image.open(tmp_path / "x" / r["image_png"]))
+        lab = truth[r["volume"]][:, :, int(r["index0"])]
+        assert given.shape == lab.shape and given.dtype == np.uint8
+        out = tmp_path / "x" / r["label_png"]
+        if n % 2:                       # RGB, in labelmap.txt's colours
+            Image.fromarray(np.array(PALETTE, np.uint8)[lab]).save(out)
+        else:                           # class index per pixel
+            Image.fromarray(lab.astype(np.uint8)).save(out)
+        files.append(out)
+    m = import_labels(pool, files, selection=sel, out=tmp_path / "lab.json")
+    store = DatasetStore(pool)
+    assert m["imported"]["requested_arrived"] == len(rows) and not m["imported"]["requested_missing"]
+    for r in rows:
+        np.testing.assert_array_equal(store.masks([store.index_of[r["slice_id"]]])[0],
+                                      truth[r["volume"]][:, :, int(r["index0"])])
+    assert store.available("masks").sum() == len(rows)      # the other slices stay unlabelled
+    wrong = tmp_path / "x" / "labels_png" / rows[0]["label_png"].split("/")[-1]
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(wrong)
+    with pytest.raises(AlsegError, match="the image's slices"):
+        import_labels(pool, [wrong], selection=sel, out=tmp_path / "lab2.json")

@@ -5,10 +5,13 @@ source file (absolute), the array axis of the slice in that file and its index t
 as numpy and nibabel count, and 1-based as ITK-SNAP and 3D Slicer's slice sliders show), the
 anatomical orientation of the file's axes (from the affine), the world position of the
 slice's centre (mm), the round and the method. Beside it: one PNG per slice
-(``slices/<volume>_<axis>-<index>.png``, the working-size image the model sees), a montage
-of the round (``montage.png``), and a template label volume per volume in its image's
-geometry (``labels/<volume>.nii.gz``: zeros with the source's affine), to be painted on the
-listed slices and saved under the same name.
+(``slices/<volume>_axis<k>-<index>.png``, the working-size image the model sees, titled), the
+slice itself at native size as an 8-bit PNG for 2D tools such as CVAT or Label Studio
+(``images/``; a label PNG of the same name in ``labels_png/``, class index per pixel or the
+colours of ``labelmap.txt``, comes back through import-labels), a montage of the round
+(``montage.png``), and a template label volume per volume in its image's geometry
+(``labels/<volume>.nii.gz``: zeros with the source's affine), to be painted on the listed
+slices and saved under the same name.
 """
 from __future__ import annotations
 
@@ -26,7 +29,22 @@ from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
 
 COLUMNS = ("slice_id", "volume", "patient", "source", "source_exists", "axis", "index0", "index1",
-           "axis_direction", "orientation", "world_x", "world_y", "world_z", "round", "method", "png", "label_file")
+           "axis_direction", "orientation", "world_x", "world_y", "world_z", "round", "method", "png",
+           "image_png", "label_png", "label_file")
+# label colours of labelmap.txt (CVAT's "name:r,g,b::" format) and of RGB label PNGs
+PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
+
+
+def slice_png_name(volume: str, axis: int, index: int) -> str:
+    """The file name of one slice's PNG, the same for the image given and the label returned."""
+    return f"{safe_name(volume)}_axis{axis}-{index:03d}.png"
+
+
+def parse_slice_png(name: str):
+    """(volume file name, axis, index) from a slice PNG's name, or None."""
+    m = re.match(r"^(.*)_axis(\d)-(\d+)\.png$", name)
+    return (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def safe_name(text: str) -> str:
@@ -66,8 +84,9 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
     rounds = manifest.get("labeled", {})
     rows = []
     with atomic_path(out, force=force) as tmp:
-        (tmp / "slices").mkdir(parents=True)
-        (tmp / "labels").mkdir()
+        for folder in ("slices", "labels", "images", "labels_png"):
+            (tmp / folder).mkdir(parents=True)
+        sources: Dict[str, np.ndarray] = {}
         plt = pyplot()
         for k, (sid, i) in enumerate(zip(ids, idx)):
             vi = info[str(store.volumes[i])]
@@ -87,13 +106,18 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
             ax.axis("off")
             save_png(fig, tmp / png, True)
             source = str(vi.get("source", ""))
+            image_png = f"images/{slice_png_name(vi['name'], axis, index)}"
+            if _write_native_png(source, axis, index, tmp / image_png, sources) is None:
+                image_png = ""
             rows.append({"slice_id": sid, "volume": vi["name"], "patient": vi.get("patient"), "source": source,
                          "source_exists": Path(source).exists() or Path(source.rsplit(":", 1)[0]).exists(),
                          "axis": axis, "index0": index, "index1": index + 1,
                          "axis_direction": codes[axis], "orientation": "".join(codes),
                          "world_x": round(float(world[0]), 3), "world_y": round(float(world[1]), 3),
                          "world_z": round(float(world[2]), 3), "round": rounds.get(sid, manifest.get("round")),
-                         "method": manifest.get("method"), "png": png, "label_file": f"labels/{vname}.nii.gz"})
+                         "method": manifest.get("method"), "png": png, "image_png": image_png,
+                         "label_png": f"labels_png/{slice_png_name(vi['name'], axis, index)}" if image_png else "",
+                         "label_file": f"labels/{vname}.nii.gz"})
         for vname, vi in {safe_name(r["volume"]): info[r["volume"]] for r in rows}.items():
             axis = int(vi.get("slice_axis", 2))
             shape = [int(s) for s in (vi.get("source_shape") or _source_shape(vi, axis))]
@@ -101,6 +125,10 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
             nib.save(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), str(tmp / "labels" / f"{vname}.nii.gz"))
         if not all_labelled:
             selection_montage(selection, tmp / "montage.png", dataset=store.path, force=True)
+        names = store.attrs.get("classes") or {}
+        (tmp / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
+            f"{names.get(str(c), f'class{c}')}:{','.join(map(str, PALETTE[c % len(PALETTE)]))}::\n"
+            for c in range(store.num_classes)))
         with open(tmp / "tasks.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
@@ -112,6 +140,29 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
                                classes=store.attrs.get("classes"), tasks=rows)
         save_manifest(tmp / "manifest.json", result)
     return result
+
+
+def _write_native_png(source: str, axis: int, index: int, path: Path, cache: Dict):
+    """The slice at native size, 1st-99th percentile of its volume scaled to 0..255 (8-bit grey);
+    None when the source file is not readable from here (the task list still names it)."""
+    from PIL import Image
+
+    from ..io.readers import Ref, read, reader_for
+
+    if source not in cache:
+        file = Path(source)
+        if not file.is_file() or reader_for(file) is None:
+            cache[source] = None
+        else:
+            raw = read(Ref(reader_for(file), str(file))).data.astype(np.float32)
+            raw = raw[..., 0] if raw.ndim == 4 else raw
+            lo, hi = np.percentile(raw, [1, 99])
+            cache[source] = np.clip((raw - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    volume = cache[source]
+    if volume is None:
+        return None
+    Image.fromarray(np.ascontiguousarray(np.take(volume, index, axis=axis))).save(path)
+    return path
 
 
 def _source_shape(vi: Dict, axis: int) -> List[int]:

@@ -73,6 +73,53 @@ def on_image_grid(path: Path, data: np.ndarray, affine: np.ndarray, shape: Seque
     return full
 
 
+def _label_arrays(files, by_name: Dict[str, Dict], tolerance: float, classes: int):
+    """(file(s), volume info, label array on the image grid, drawn mask or None) per volume: a label
+    volume as it is (geometry checked), or a volume's slice PNGs gathered into one array."""
+    from PIL import Image
+
+    from .export import PALETTE, parse_slice_png
+
+    pngs: Dict[str, List] = {}
+    for f in map(Path, files):
+        if not f.is_file():
+            raise AlsegError(f"{f}: no such label file")
+        if f.suffix.lower() == ".png":
+            parsed = parse_slice_png(f.name)
+            if parsed is None or parsed[0] not in by_name:
+                raise AlsegError(f"{f}: not a slice PNG name from `alseg export` (<volume>_axis<k>-<index>.png)")
+            pngs.setdefault(parsed[0], []).append((f, parsed[1], parsed[2]))
+            continue
+        vi = _volume_for(f, by_name)
+        raw = read(Ref(reader_for(f) or "nifti", str(f)))
+        ref = np.asarray(vi["affine"], dtype=np.float64) if vi.get("affine") else np.eye(4)
+        shape = vi.get("source_shape") or vi["shape"]
+        affine = np.asarray(raw.affine, dtype=np.float64) if raw.affine is not None else ref
+        yield f, vi, on_image_grid(f, np.asarray(raw.data), affine, shape, ref, tolerance), None
+    colours = {PALETTE[c % len(PALETTE)]: c for c in range(classes)}
+    for vname, items in pngs.items():
+        vi = by_name[vname]
+        axis = int(vi.get("slice_axis", 2))
+        shape = [int(x) for x in (vi.get("source_shape") or vi["shape"])]
+        data, drawn = np.zeros(shape, np.int64), np.zeros(shape, bool)
+        for f, ax, index in items:
+            img = np.asarray(Image.open(f))
+            if img.ndim == 3:        # RGB(A): the colours of labelmap.txt
+                rgb = [tuple(int(v) for v in px) for px in img[..., :3].reshape(-1, 3)]
+                unknown = sorted({c for c in rgb if c not in colours})
+                if unknown:
+                    raise AlsegError(f"{f}: colour {unknown[0]} is not a class colour of labelmap.txt")
+                img = np.array([colours[c] for c in rgb]).reshape(img.shape[:2])
+            want = tuple(n for a, n in enumerate(shape) if a != axis)
+            if ax != axis or img.shape != want or not 0 <= index < shape[axis]:
+                raise AlsegError(f"{f}: a {img.shape} label of axis {ax} index {index}; the image's slices "
+                                 f"along axis {axis} are {want} ({shape[axis]} of them)")
+            sl = [slice(None)] * 3
+            sl[axis] = index
+            data[tuple(sl)], drawn[tuple(sl)] = img, True
+        yield [f for f, _, _ in items], vi, data, drawn
+
+
 def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str = "masks",
                   ignore: Optional[int] = None, annotator: Optional[str] = None, tolerance: float = 1e-3,
                   force: bool = False) -> Dict:
@@ -103,27 +150,22 @@ def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str 
     labels = store.read(kind) if kind in store.root else np.full((len(store), store.size, store.size), fill, np.uint8)
     have = store.available(kind).copy()
     arrived, extra, provenance = set(), set(), []
-    for f in map(Path, files):
-        if not f.is_file():
-            raise AlsegError(f"{f}: no such label file")
-        vi = _volume_for(f, by_name)
-        raw = read(Ref(reader_for(f) or "nifti", str(f)))
+    for f, vi, data, drawn in _label_arrays(files, by_name, tolerance, classes):
         axis = int(vi.get("slice_axis", 2))
-        ref = np.asarray(vi["affine"], dtype=np.float64) if vi.get("affine") else np.eye(4)
-        shape = vi.get("source_shape") or vi["shape"]
-        data = on_image_grid(f, np.asarray(raw.data), np.asarray(raw.affine, dtype=np.float64), shape, ref, tolerance)
-        values = set(np.unique(data).tolist()) - ({int(ignore)} if ignore is not None else set())
+        values = set(np.unique(data[drawn] if drawn is not None else data).tolist()) - \
+            ({int(ignore)} if ignore is not None else set())
         bad = sorted(v for v in values if not (0 <= v < classes and float(v).is_integer()))
         if bad:
             raise AlsegError(f"{f}: label value {bad[0]:g} is not a declared class (0..{classes - 1}"
                              + (f", ignore {ignore}" if ignore is not None else "") + ")")
         zhw = _slices_first(data.astype(np.int64), axis, channels=False)
         unset = zhw == int(ignore) if ignore is not None else np.zeros(zhw.shape, bool)
+        if drawn is not None:       # PNG slices: only the slices that came are drawn
+            unset |= ~_slices_first(drawn, axis, channels=False)
         small = np.where(unset, fill, zhw).astype(np.uint8)
         small = resize_labels(forward_labels(small, vi.get("geometry"), fill), store.size)
-        idx = store.volume_slices(vi["name"])
         taken = []
-        for z, i in enumerate(idx):
+        for z, i in enumerate(store.volume_slices(vi["name"])):
             sid = str(store.slice_ids[i])
             # a mask slice counts only when drawn whole; a scribble slice when anything is drawn
             usable = not unset[z].any() if kind == "masks" else not unset[z].all()
@@ -133,9 +175,10 @@ def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str 
             labels[i], have[i] = small[z], True
             taken.append(sid)
             (arrived if sid in requested else extra).add(sid)
-        provenance.append({"file": str(f.resolve()), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
-                           "volume": vi["name"], "slices": taken, "annotator": annotator,
-                           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        for file in ([f] if not isinstance(f, list) else f):
+            provenance.append({"file": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+                               "volume": vi["name"], "slices": taken, "annotator": annotator,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     _rewrite(store, kind, labels, have, provenance)
     store = DatasetStore(dataset)
     labelled = {s: r for s, r in (sel.get("labeled") or {}).items() if s in store.index_of and have[store.index_of[s]]}
