@@ -211,3 +211,48 @@ def test_slice_pngs_go_out_and_come_back(tmp_path):
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(wrong)
     with pytest.raises(AlsegError, match="the image's slices"):
         import_labels(pool, [wrong], selection=sel, out=tmp_path / "lab2.json")
+
+
+def test_loop_human_rounds_pause_for_annotation(campaign, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    d, truth = campaign
+    pool = tmp_path / "pool.zarr"
+    from alseg_cli.prep import run_prep
+    run_prep(None, pool, size=32, images=d / "raw", classes="background,RV,MYO,LV")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "alseg_cli", "loop", "-o", str(run), "--dataset", str(pool), "--methods", "random",
+           "--seeds", "0", "--budgets", "10,20", "--iterations", "3", "--base-channels", "4", "--device", "cpu",
+           "--human", "--no-progress"]
+
+    def annotate(round_dir):
+        rows, painted = _paint(round_dir / "export", truth)
+        for vol, (arr, aff) in painted.items():
+            nib.save(nib.Nifti1Image(arr, aff), str(round_dir / "export" / "labels" / f"{vol}.nii.gz"))
+        files = sorted((round_dir / "export" / "labels").glob("*.nii.gz"))
+        r = subprocess.run([sys.executable, "-m", "alseg_cli", "import-labels", str(pool), *map(str, files),
+                            "--selection", str(round_dir / "selection.json"), "-o", str(round_dir / "labelled.json")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return rows
+
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 75 and "import-labels" in first.stderr, first.stderr
+    r1 = run / "random" / "seed0" / "round10"
+    assert (r1 / "export" / "tasks.csv").exists() and not (r1 / "model").exists()
+    rows1 = annotate(r1)
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert second.returncode == 75, second.stderr
+    r2 = run / "random" / "seed0" / "round20"
+    sel2 = json.loads((r2 / "selection.json").read_text())
+    assert not set(sel2["selected"]) & {r["slice_id"] for r in rows1}       # picks new slices
+    assert json.loads((r1 / "model" / "manifest.json").read_text())["validation"].startswith("none")
+    annotate(r2)
+    third = subprocess.run(cmd, capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr
+    assert json.loads((r2 / ".done" / "evaluate.json").read_text())["skipped"].startswith("no fully annotated")
+    shutil.rmtree(run)
+    bad = subprocess.run(cmd[:-2] + ["--methods", "random,coreset", "--human"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "one method, one seed" in bad.stderr

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from ..atomic import dumps
-from ..errors import AlsegError
+from ..errors import AlsegError, AnnotationNeeded
 from ..progress import LineReporter, Reporter
 
 err_console = Console(stderr=True)
@@ -35,6 +35,10 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
+        except AnnotationNeeded as exc:      # a pause, not a failure: say what to do next
+            err_console.print(f"[bold yellow]alseg: waiting for annotation:[/] {exc}", highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(AnnotationNeeded.EXIT_CODE)
         except AlsegError as exc:
             if STATE["debug"]:
                 traceback.print_exc()

@@ -75,6 +75,10 @@ def command(
                                         "recipe and GCL uses the patient group alone."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights", help="Local ResNet-50 state "
                                                     "dict for --model unet-resnet50 (train_options.backbone_weights)."),
+    human: Optional[bool] = typer.Option(None, "--human/--simulated", help="A real annotation campaign (one "
+                                         "method, one seed): each round selects, exports the picks and stops "
+                                         "(exit code 75) until `alseg import-labels` writes the round's "
+                                         "labelled.json; rerun the same command to train and go on."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -95,7 +99,7 @@ def command(
                    preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
                    ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,
                    gpus_per_pretrain=gpus_per_pretrain, gpus_per_select=gpus_per_select,
-                   gpus_per_evaluate=gpus_per_evaluate)
+                   gpus_per_evaluate=gpus_per_evaluate, human=human)
     manifest = run_loop(out, config=str(config) if config else None,
                         progress=False if no_progress else progress_mode(), **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "

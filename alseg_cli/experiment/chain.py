@@ -190,6 +190,8 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
     use = method if (r > 0 or can_start_cold(method)) else "random"
     mods = modifiers(name)
     pseudo_prev = prev / "pseudo" / "pseudo.json" if (prev and "knn-prop" in mods) else None
+    if cfg.get("human"):       # the oracle is a person: labels are what import-labels brought back
+        return human_step(cfg, run_dir, name, seed, r, step, rd, prev, backend, runner, use, rseed)
     if step == "select":
         protect = {"protect": str(pseudo_prev)} if pseudo_prev is not None and pseudo_prev.exists() else {}
         return runner.run(rd, "select", lambda: backend.select(
@@ -231,6 +233,62 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
         dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
         split=cfg["eval_split"], device=cfg["device"]),
         summarize=lambda m: {"mean_dice": _mean_dice(m), "degenerate": (m or {}).get("degenerate")})
+
+
+HUMAN_LABELS = "labelled.json"      # a human round's import-labels output
+
+
+def human_step(cfg, run_dir: Path, name: str, seed: int, r: int, step: str, rd: Path, prev: Optional[Path],
+               backend, runner: StepRunner, use: str, rseed: int) -> Dict[str, Any]:
+    """A round of `loop --human`: select on what has been annotated so far, export the picks
+    and stop until their labels are imported into rd/labelled.json; then train on it (no
+    validation unless the store has masks in its val split) and evaluate where the store has
+    a masked test split."""
+    from ..campaign.export import export_selection
+    from ..errors import AnnotationNeeded
+    from ..store import DatasetStore
+
+    sel, labelled, model_dir = rd / "selection.json", rd / HUMAN_LABELS, rd / "model"
+    method = method_of(cfg, name)
+    if step == "select":
+        return runner.run(rd, "select", lambda: backend.select(
+            method=use, budget=round_budgets(cfg)[r], dataset=cfg["dataset"],
+            embeddings=_embeddings(cfg, run_dir, name, seed) if use == method else None,
+            models=[str(prev / "model")] if (prev and use == method and needs_model(method)) else [],
+            labeled=str(prev / HUMAN_LABELS) if prev else None, seed=rseed, out=sel, device=cfg["device"],
+            **(cfg.get("select_options") or {})),
+            summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", []))})
+    store = DatasetStore(cfg["dataset"])
+    if step == "train":
+        runner.run(rd, "export", lambda: export_selection(sel, rd / "export", dataset=cfg["dataset"], force=True),
+                   summarize=lambda m: {"slices": (m or {}).get("slices")})
+        if not labelled.exists():
+            kind = "scribbles" if cfg["supervision"] == "scribble" else "masks"
+            raise AnnotationNeeded(
+                f"round {r + 1}: annotate the slices listed in {rd / 'export' / 'tasks.csv'} (paint them in "
+                f"{rd / 'export' / 'labels'}/<volume>.nii.gz), then run `alseg import-labels {cfg['dataset']} "
+                f"{rd / 'export' / 'labels'}/*.nii.gz --kind {kind} --selection {sel} -o {labelled}` "
+                f"and rerun this loop command")
+        options = dict(cfg.get("train_options") or {})
+        has_val = "val" in set(store.split.tolist()) and store.available("masks")[store.split == "val"].any()
+        options.setdefault("val_split", "val" if has_val else "none")
+        if options["val_split"] == "none":
+            options.pop("retries", None)
+        return runner.run(rd, "train", lambda: backend.train(
+            dataset=cfg["dataset"], labels=str(labelled), out=model_dir, supervision=cfg["supervision"],
+            iterations=iterations_for(cfg, float(round_budgets(cfg)[r].fraction * 100)), ensemble=models_for(cfg, method),
+            seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"], batch_size=cfg["batch_size"],
+            **({"model": cfg["model"]} if cfg.get("model") else {}), **options),
+            summarize=lambda m: {"best_member": (m or {}).get("best_member"), "validation": (m or {}).get("validation")})
+    split = cfg["eval_split"]
+    info = {v["name"]: v for v in store.volume_info}
+    names = set(store.volumes[store.split == split].tolist()) if split in set(store.split.tolist()) else set()
+    if not names or not all(info[n].get("native") for n in names):
+        return runner.run(rd, "evaluate", lambda: {"skipped": f"no fully annotated {split!r} split"},
+                          summarize=lambda m: {"mean_dice": None, "skipped": m["skipped"]})
+    return runner.run(rd, "evaluate", lambda: backend.evaluate(
+        dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json", split=split, device=cfg["device"]),
+        summarize=lambda m: {"mean_dice": _mean_dice(m)})
 
 
 def _with_propagation(cfg, run_dir: Path, name: str, seed: int, r: int, rd: Path, prev: Path, backend,

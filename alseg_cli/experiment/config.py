@@ -57,7 +57,7 @@ DEFAULTS: Dict[str, Any] = {
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
     "executor": "local", "ray_address": None, "cpus_per_task": 1.0, "gpus_per_train": 0.0,
     "gpus_per_pretrain": 0.0, "gpus_per_select": 0.0, "gpus_per_evaluate": 0.0,
-    "propagation_options": {}, "semi_options": {},
+    "propagation_options": {}, "semi_options": {}, "human": False,
 }
 
 # Settings that may change between a run and its resume without changing any result.
@@ -209,6 +209,9 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
             raise AlsegError(f"--encoder {encoder_for(cfg['encoder'], seed)}: no such encoder directory"
                              + (f" (seed {seed})" if "{seed}" in cfg["encoder"] else ""))
     _check_model(cfg)
+    if cfg["human"] and (cfg["executor"] != "local" or len(cfg["seeds"]) * len(cfg["methods"]) != 1):
+        raise AlsegError("--human drives one annotation campaign: one method, one seed, the local executor "
+                         f"(got {len(cfg['methods'])} method(s) x {len(cfg['seeds'])} seed(s), {cfg['executor']})")
     if cfg["executor"] not in ("local", "ray"):
         raise AlsegError(f"--executor {cfg['executor']}: choose local or ray")
     if cfg["supervision"] not in ("full", "scribble"):

@@ -25,6 +25,7 @@ SCHEMA: Dict[str, tuple] = {
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
     "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
     "gpus_per_evaluate": ("number", 0), "propagation_options": ("table",), "semi_options": ("table",),
+    "human": ("bool",),
 }
 # What each *_options table may hold: the keywords of the function it is passed to, less
 # those the loop itself sets; select's are the fields of SelectOptions.
