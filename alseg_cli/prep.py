@@ -352,13 +352,20 @@ def run_prep(source, out, size: Optional[int] = None, split: Optional[str] = Non
         split_map = {s.patient: "train" for s in specs}
     else:
         split_map = _resolve_split(sorted({s.patient for s in specs}), split, split_file, seed)
+    # nnU-Net's "ignore" label (dataset.json or --classes) marks unannotated voxels: not a class
+    ignore_label = next((k for k, v in (listing.classes or {}).items() if str(v).lower() == "ignore"), None)
+    if ignore_label is not None:
+        listing.classes = {k: v for k, v in listing.classes.items() if k != ignore_label}
+        if not unlabelled:
+            raise AlsegError(f"label {ignore_label} is nnU-Net's 'ignore' (partly annotated volumes): prep the "
+                             f"images alone, then bring the labels with `alseg import-labels --ignore {ignore_label}`")
     allowed = set(listing.classes) if listing.classes else None
     attrs = {"source": {"kind": layout, "path": str(Path(source).resolve()) if source else str(images)},
              "preprocessing": {"size": size, **pre.attrs(), "slice_axis": axis, "slice_axis_reason": why,
                                "split": "layout" if listing.splits and not (split or split_file) else
                                "file" if split_file else "all to the pool (no labels)" if unlabelled and not split
                                else "seeded fractions"},
-             "slice_axis": axis}
+             "slice_axis": axis, **({"ignore_label": int(ignore_label)} if ignore_label is not None else {})}
     scribble_unannotated = unannotated if unannotated is not None else listing.unannotated
     if scribble_unannotated is None and listing.classes:
         scribble_unannotated = max(listing.classes) + 1     # the default _class_attrs records

@@ -256,3 +256,27 @@ def test_loop_human_rounds_pause_for_annotation(campaign, tmp_path):
     shutil.rmtree(run)
     bad = subprocess.run(cmd[:-2] + ["--methods", "random,coreset", "--human"], capture_output=True, text=True)
     assert bad.returncode == 1 and "one method, one seed" in bad.stderr
+
+
+def test_nnunet_ignore_label_is_not_a_class(tmp_path):
+    from alseg_cli.prep import run_prep
+    from alseg_cli.store import DatasetStore
+
+    (tmp_path / "im").mkdir(), (tmp_path / "ma").mkdir()
+    img = np.random.default_rng(1).random((16, 16, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, AFFINE), str(tmp_path / "im" / "p0.nii.gz"))
+    run_prep(None, tmp_path / "pool.zarr", size=16, images=tmp_path / "im", classes="background,RV,MYO,LV,ignore")
+    store = DatasetStore(tmp_path / "pool.zarr")
+    assert store.num_classes == 4 and store.attrs["ignore_label"] == 4 and "ignore" not in store.attrs["classes"].values()
+    lab = np.full((16, 16, 4), 4, np.uint8)
+    lab[..., 1] = 0
+    lab[4:8, 4:8, 1] = 2
+    nib.save(nib.Nifti1Image(lab, AFFINE), str(tmp_path / "ma" / "p0_seg.nii.gz"))
+    with pytest.raises(AlsegError, match="import-labels --ignore 4"):
+        run_prep(None, tmp_path / "d.zarr", size=16, images=tmp_path / "im", masks=tmp_path / "ma",
+                 classes="background,RV,MYO,LV,ignore")
+    from alseg_cli.campaign.importer import import_labels
+    lab_file = tmp_path / "p0.nii.gz"
+    nib.save(nib.Nifti1Image(lab, AFFINE), str(lab_file))
+    m = import_labels(tmp_path / "pool.zarr", [lab_file], out=tmp_path / "l.json")     # ignore: the store's
+    assert m["selected"] == ["p0:001"] and DatasetStore(tmp_path / "pool.zarr").available("masks").sum() == 1

@@ -142,8 +142,8 @@ def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str 
     fill = 0 if kind == "masks" else store.unannotated
     if fill is None:
         fill = classes           # the value prep records for "not annotated" by default
-    if kind == "scribbles" and ignore is None:
-        ignore = fill            # a scribble file's unpainted voxels
+    if ignore is None:           # the pool's declared nnU-Net "ignore" label, else scribbles' unpainted value
+        ignore = store.attrs.get("ignore_label", fill if kind == "scribbles" else None)
     by_name = {}
     for vi in store.volume_info:
         by_name[vi["name"]] = by_name[safe_name(vi["name"])] = vi
