@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 campaign-acdc clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -61,6 +61,9 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 
 figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at 3.1 s measured on an idle core, ~4 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
+
+campaign-acdc: install  ## an annotation campaign on ACDC images through files (prep, pretrain, embed, select, export, simulated annotator, import-labels, train-seg, select, predict), each step timed into runs/campaign/times.txt (~15 min measured on a shared 2-core machine)
+	ACDC_DIR=$(ACDC_DIR) bash examples/acdc_campaign.sh
 
 ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at ~20-40 min each plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est., not run)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/ablation.sh
