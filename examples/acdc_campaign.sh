@@ -8,7 +8,7 @@ set -euo pipefail
 ALSEG=${ALSEG:-.venv/bin/alseg}
 PY=${PY:-.venv/bin/python}
 ACDC_DIR=$(cd "${ACDC_DIR:-../shared/data/acdc}" && pwd)
-OUT=${OUT:-runs/campaign}
+OUT=$(realpath -m "${OUT:-runs/campaign}")
 rm -rf "$OUT" && mkdir -p "$OUT/raw"
 for i in $(seq 41 60); do p=$(printf patient%03d "$i"); cp "$ACDC_DIR/$p/${p}_frame01.nii.gz" "$OUT/raw/"; done
 step() { local s; s=$(date +%s.%N); "$@"; printf '%-14s %6.1f s\n' "$2" "$(echo "$(date +%s.%N) - $s" | bc)" >> "$OUT/times.txt"; }
