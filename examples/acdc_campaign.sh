@@ -28,7 +28,8 @@ for vol in {r["volume"] for r in rows}:
     nib.save(nib.Nifti1Image(arr, tpl.affine), f"{export}/labels/{vol}.nii.gz")
 PY
 }
-A=$(realpath "$ALSEG"); PY=$(realpath "$PY")
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }   # absolute, symlinks kept (a venv's python)
+A=$(abs "$ALSEG"); PY=$(abs "$PY")
 cd "$OUT"
 step "$A" prep --images raw -o pool.zarr --size 128 --classes background,RV,MYO,LV > prep.json
 step "$A" pretrain pool.zarr -o enc --epochs 2 --size 64 > enc.json
