@@ -54,25 +54,15 @@ def safe_name(text: str) -> str:
     return name or "volume"
 
 
-def _selection(selection) -> Dict:
-    try:
-        manifest = json.loads(Path(selection).read_text())
-    except (OSError, ValueError) as exc:
-        raise AlsegError(f"{selection}: not a readable selection manifest ({exc.__class__.__name__})") from None
-    if manifest.get("kind") != "selection":
-        raise AlsegError(f"{selection}: a manifest of kind {manifest.get('kind')!r}, not a selection")
-    return manifest
-
-
 def export_selection(selection, out, dataset=None, all_labelled: bool = False, force: bool = False) -> Dict:
     """Write the annotation tasks of a selection's new slices (``all_labelled``: of every slice in
     its labelled set) into OUT; returns the export manifest (OUT/manifest.json)."""
     import nibabel as nib
 
     from ..figures.common import grey, pyplot, save_png
-    from ..figures.montage import selection_montage
+    from ..figures.montage import read_selection, selection_montage
 
-    manifest = _selection(selection)
+    manifest = read_selection(selection)
     ids: List[str] = list(manifest.get("labeled", {})) if all_labelled else list(manifest.get("selected", []))
     if not ids:
         raise AlsegError(f"{selection}: selects no slices; nothing to export")

@@ -7,7 +7,7 @@ slice by slice, mapped back to the native grid exactly as evaluation does, and w
 the input's own header: a NIfTI input's header is copied whole (qform and sform, codes
 included), an ITK input's origin, spacing and direction are copied; DICOM folders become
 NIfTI with the affine prep derived. Beside the label files: labels.txt (an ITK-SNAP label
-description, which 3D Slicer reads too) and, on request, the softmax probabilities.
+description) and, on request, the softmax probabilities.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def _write_like(source: Path, array: np.ndarray, stem: Path, vi: Dict) -> Path:
 
 
 def _write_label_table(path: Path, config: Dict) -> None:
-    """ITK-SNAP's label description file (3D Slicer reads it as a colour table too)."""
+    """ITK-SNAP's label description file."""
     classes = config.get("classes") or {}
     lines = ["# IDX  -R-  -G-  -B-  -A--  VIS MSH  LABEL"]
     for c in range(int(config["num_classes"])):

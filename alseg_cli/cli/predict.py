@@ -24,7 +24,7 @@ def command(
     preprocessing (normalisation, slice axis, resampling and crop, working size) is applied,
     and each label file comes back at the input's native size with the input's own header
     (NIfTI qform and sform with their codes; ITK origin, spacing and direction). labels.txt
-    names the classes for ITK-SNAP and 3D Slicer.
+    names the classes in ITK-SNAP's label description format.
     """
     from ..api import predict
 

@@ -9,10 +9,8 @@ from ..store import DatasetStore
 from .common import grey, pyplot, save_png
 
 
-def selection_montage(selection, out, dataset=None, round_: Optional[int] = None, columns: int = 8,
-                      limit: int = 64, force: bool = False) -> Dict:
-    """The slices a selection manifest added (``round_``: that round's of its labelled set;
-    default: its ``selected``), titled by slice id, in selection order."""
+def read_selection(selection) -> Dict:
+    """A selection manifest from its file; anything else is a one-line error."""
     import json
     from pathlib import Path
 
@@ -22,6 +20,14 @@ def selection_montage(selection, out, dataset=None, round_: Optional[int] = None
         raise AlsegError(f"{selection}: not a readable selection manifest ({exc.__class__.__name__})") from None
     if manifest.get("kind") != "selection":
         raise AlsegError(f"{selection}: a manifest of kind {manifest.get('kind')!r}, not a selection")
+    return manifest
+
+
+def selection_montage(selection, out, dataset=None, round_: Optional[int] = None, columns: int = 8,
+                      limit: int = 64, force: bool = False) -> Dict:
+    """The slices a selection manifest added (``round_``: that round's of its labelled set;
+    default: its ``selected``), titled by slice id, in selection order."""
+    manifest = read_selection(selection)
     if round_ is None:
         ids = list(manifest.get("selected", []))
     else:
