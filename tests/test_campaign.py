@@ -108,8 +108,9 @@ def test_two_rounds_through_files(campaign, tmp_path):
         np.testing.assert_array_equal(store.masks([i])[0], truth[vol][:, :, int(z)])
 
     model = tmp_path / "m1"
-    m = train_seg(pool, str(tmp_path / "lab1.json"), model, iterations=6, base_channels=4, val_split="none",
-                  device="cpu", progress=False, val_every=3)
+    m = train_seg(pool, str(tmp_path / "lab1.json"), model, iterations=150, base_channels=8, lr=3e-3,
+                  optimizer="adamw", class_weights="balanced", val_split="none", device="cpu", progress=False,
+                  val_every=50, seed=0)
     assert m["validation"].startswith("none") and m["members"][0]["best_val_dice"] is None
     sel2 = select(method="random", budget="30%", dataset=pool, labeled=tmp_path / "lab1.json", seed=1,
                   device="cpu")
@@ -129,15 +130,28 @@ def test_two_rounds_through_files(campaign, tmp_path):
     lab2 = import_labels(pool, [sfile], selection=sel2_path, out=tmp_path / "lab2.json", kind="scribbles")
     assert lab2["imported"]["requested_arrived"] == 1 and DatasetStore(pool).has_scribbles
 
-    # predict on a scan never prepped: the input's header comes back
+    # DMPLS trains from the scribbled slice alone
+    dm = train_seg(pool, str(tmp_path / "lab2.json"), tmp_path / "dm", model="dmpls", supervision="scribble",
+                   iterations=4, base_channels=4, val_split="none", device="cpu", progress=False)
+    assert dm["validation"].startswith("none")
+
+    # round 1's model predicts a scan never prepped (a new phantom): the input's header comes
+    # back, and the labels find its structures
+    from alseg_cli.data.phantoms import make_phantoms
+    held = next(iter(make_phantoms(patients=1, size=32, slices=6, seed=99)))
     new = tmp_path / "new.nii.gz"
-    img = nib.Nifti1Image(np.asarray(nib.load(str(d / "raw" / f"{vols[0]}.nii.gz")).dataobj), AFFINE)
+    img = nib.Nifti1Image(np.transpose(held.image[:, 0], (1, 2, 0)).astype(np.float32), AFFINE)
     img.set_qform(AFFINE, code=1)
+    img.set_sform(AFFINE, code=2)
     nib.save(img, str(new))
     predict_files(model, [new], tmp_path / "pred", device="cpu")
     out = nib.load(str(tmp_path / "pred" / "new.nii.gz"))
     assert out.shape == img.shape and np.allclose(out.get_qform(), img.get_qform())
-    assert int(out.header["qform_code"]) == 1
+    assert np.allclose(out.get_sform(), img.get_sform())
+    assert int(out.header["qform_code"]) == 1 and int(out.header["sform_code"]) == 2
+    pred, truth = np.asarray(out.dataobj), np.transpose(held.mask, (1, 2, 0))
+    dice = [2 * ((pred == c) & (truth == c)).sum() / ((pred == c).sum() + (truth == c).sum()) for c in (1, 2, 3)]
+    assert np.mean(dice) > 0.5, dice
 
 
 def test_prep_refuses_mirrored_masks_and_keeps_an_unlabelled_pool_whole(tmp_path):

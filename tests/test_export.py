@@ -63,6 +63,17 @@ def test_export_locates_every_slice_in_its_source(pool, tmp_path):
         tpl = nib.load(str(tmp_path / "out" / row["label_file"]))
         assert tpl.shape == src.shape and np.allclose(tpl.affine, src.affine) and not np.asarray(tpl.dataobj).any()
     assert (tmp_path / "out" / "montage.png").is_file() and m["classes"]["3"] == "LV"
+    # Label Studio: one task per slice whose image URL names its native PNG; the config's brush
+    # labels are the declared foreground classes
+    import xml.etree.ElementTree as ET
+    tasks = json.loads((tmp_path / "out" / "label_studio.json").read_text())
+    assert [t["data"]["slice_id"] for t in tasks] == [r["slice_id"] for r in rows]
+    for t, row in zip(tasks, rows):
+        assert t["data"]["image"] == "/data/local-files/?d=" + row["image_png"]
+        assert (tmp_path / "out" / row["image_png"]).is_file()
+    config = ET.parse(tmp_path / "out" / "label_studio.xml").getroot()
+    assert config.find("Image").get("value") == "$image"
+    assert [e.get("value") for e in config.iter("Label")] == ["RV", "MYO", "LV"]
     with pytest.raises(AlsegError, match="already exists"):
         export_selection(tmp_path / "sel.json", tmp_path / "out")
 

@@ -11,13 +11,16 @@ slice itself at native size as an 8-bit PNG for 2D tools such as CVAT or Label S
 colours of ``labelmap.txt``, comes back through import-labels), a montage of the round
 (``montage.png``), and a template label volume per volume in its image's geometry
 (``labels/<volume>.nii.gz``: zeros with the source's affine), to be painted on the listed
-slices and saved under the same name.
+slices and saved under the same name. For Label Studio: ``label_studio.json`` (one task per
+slice, ``data.image`` the URL of its ``images/`` PNG) and ``label_studio.xml`` (a BrushLabels
+labelling config with the declared classes in labelmap.txt's colours).
 """
 from __future__ import annotations
 
 import csv
 import json
 import re
+from html import escape
 from pathlib import Path
 from typing import Dict, List
 
@@ -25,15 +28,13 @@ import numpy as np
 
 from ..atomic import atomic_path, check_writable
 from ..errors import AlsegError
+from ..figures.common import LABEL_PALETTE as PALETTE
 from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
 
 COLUMNS = ("slice_id", "volume", "patient", "source", "source_exists", "axis", "index0", "index1",
            "axis_direction", "orientation", "world_x", "world_y", "world_z", "round", "method", "png",
            "image_png", "label_png", "label_file")
-# label colours of labelmap.txt (CVAT's "name:r,g,b::" format) and of RGB label PNGs
-PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
 
 
 def slice_png_name(volume: str, axis: int, index: int) -> str:
@@ -54,9 +55,16 @@ def safe_name(text: str) -> str:
     return name or "volume"
 
 
-def export_selection(selection, out, dataset=None, all_labelled: bool = False, force: bool = False) -> Dict:
+# Label Studio serves local files under this URL, relative to LOCAL_FILES_DOCUMENT_ROOT
+LABEL_STUDIO_URL = "/data/local-files/?d=images/"
+
+
+def export_selection(selection, out, dataset=None, all_labelled: bool = False, force: bool = False,
+                     label_studio_url: str = LABEL_STUDIO_URL) -> Dict:
     """Write the annotation tasks of a selection's new slices (``all_labelled``: of every slice in
-    its labelled set) into OUT; returns the export manifest (OUT/manifest.json)."""
+    its labelled set) into OUT; returns the export manifest (OUT/manifest.json).
+    ``label_studio_url``: the prefix of each task's image URL (the default serves OUT as
+    Label Studio's LOCAL_FILES_DOCUMENT_ROOT)."""
     import nibabel as nib
 
     from ..figures.common import grey, pyplot, save_png
@@ -116,9 +124,10 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
         if not all_labelled:
             selection_montage(selection, tmp / "montage.png", dataset=store.path, force=True)
         names = store.attrs.get("classes") or {}
+        labels = {c: names.get(str(c), f"class{c}") for c in range(store.num_classes)}
         (tmp / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
-            f"{names.get(str(c), f'class{c}')}:{','.join(map(str, PALETTE[c % len(PALETTE)]))}::\n"
-            for c in range(store.num_classes)))
+            f"{name}:{','.join(map(str, PALETTE[c % len(PALETTE)]))}::\n" for c, name in labels.items()))
+        _write_label_studio(tmp, rows, labels, label_studio_url)
         with open(tmp / "tasks.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
@@ -130,6 +139,21 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
                                classes=store.attrs.get("classes"), tasks=rows)
         save_manifest(tmp / "manifest.json", result)
     return result
+
+
+def _write_label_studio(tmp: Path, rows: List[Dict], labels: Dict[int, str], url: str) -> None:
+    """Label Studio's tasks JSON (one task per slice that has a native PNG; ``data`` carries the
+    slice id and the label PNG name it returns under) and a brush-labelling config."""
+    tasks = [{"id": k + 1, "data": {"image": url + Path(r["image_png"]).name, "slice_id": r["slice_id"],
+                                    "volume": r["volume"], "index0": r["index0"], "label_png": r["label_png"]}}
+             for k, r in enumerate(r for r in rows if r["image_png"])]
+    (tmp / "label_studio.json").write_text(json.dumps(tasks, indent=1))
+    entries = "".join(f'    <Label value="{escape(name, quote=True)}" '
+                      f'background="#{"%02x%02x%02x" % PALETTE[c % len(PALETTE)]}"/>\n'
+                      for c, name in labels.items() if c > 0)
+    (tmp / "label_studio.xml").write_text(
+        '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+        f'  <BrushLabels name="label" toName="image">\n{entries}  </BrushLabels>\n</View>\n')
 
 
 def _write_native_png(source: str, axis: int, index: int, path: Path, cache: Dict):

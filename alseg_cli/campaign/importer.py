@@ -179,7 +179,9 @@ def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str 
             provenance.append({"file": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
                                "volume": vi["name"], "slices": taken, "annotator": annotator,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    _rewrite(store, kind, labels, have, provenance)
+    # scribbles need their "not annotated" value on record for training (DMPLS's partial CE)
+    extra_attrs = {"unannotated": int(fill)} if kind == "scribbles" and store.unannotated is None else {}
+    _rewrite(store, kind, labels, have, provenance, extra_attrs)
     store = DatasetStore(dataset)
     labelled = {s: r for s, r in (sel.get("labeled") or {}).items() if s in store.index_of and have[store.index_of[s]]}
     new_round = int(sel.get("round", 0)) if sel else 0
@@ -199,7 +201,8 @@ def import_labels(dataset, files: Sequence, selection=None, out=None, kind: str 
     return manifest
 
 
-def _rewrite(store: DatasetStore, kind: str, labels: np.ndarray, have: np.ndarray, provenance: List[Dict]) -> None:
+def _rewrite(store: DatasetStore, kind: str, labels: np.ndarray, have: np.ndarray, provenance: List[Dict],
+             extra_attrs: Dict) -> None:
     """The store with ``kind`` replaced, written in a copy that replaces it only when complete."""
     import zarr
 
@@ -224,5 +227,5 @@ def _rewrite(store: DatasetStore, kind: str, labels: np.ndarray, have: np.ndarra
         for vi in attrs["volumes"]:
             vi["has_mask" if kind == "masks" else "has_scribble"] = bool(have[vols == vi["name"]].any())
         attrs["annotations"] = list(attrs.get("annotations", [])) + provenance
-        root.attrs.update(attrs)
+        root.attrs.update({**attrs, **extra_attrs})
         finish_store(tmp, root)

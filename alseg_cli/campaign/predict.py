@@ -23,12 +23,11 @@ import torch
 from ..atomic import atomic_path, check_writable
 from ..data.geometry import to_native
 from ..errors import AlsegError
+from ..figures.common import LABEL_PALETTE as PALETTE
 from ..manifest import make_manifest, save_manifest
 from ..store import DatasetStore
 from ..segmentation.predict import predict_batches, prediction_nets, read_model_dir
 
-PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
 
 
 def training_preprocessing(model_dir, config: Dict, manifest: Dict) -> Dict:
@@ -55,9 +54,11 @@ def _out_name(path: Path) -> str:
 
 
 def predict_files(model, inputs: Sequence, out, device: str = "auto", probabilities: bool = False,
-                  force: bool = False, progress=None) -> Dict:
+                  overlays: int = 0, force: bool = False, progress=None) -> Dict:
     """Predict every input volume file (or DICOM folder) into OUT/<name>.nii.gz (NIfTI and DICOM
-    inputs) or OUT/<name>.<its suffix> (ITK inputs); returns the manifest (OUT/manifest.json)."""
+    inputs) or OUT/<name>.<its suffix> (ITK inputs); returns the manifest (OUT/manifest.json).
+    ``overlays``: also OUT/<name>_overlay.png, that many slices with the most predicted
+    foreground, at the working size, the labels over the image."""
     from ..prep import run_prep
 
     manifest_in, config = read_model_dir(model)
@@ -93,8 +94,8 @@ def predict_files(model, inputs: Sequence, out, device: str = "auto", probabilit
         nets = prediction_nets([model], store, "softmax", device)
         with atomic_path(out, force=force) as tmp:
             tmp.mkdir(parents=True)
-            rows = [_predict_one(nets, store, vi, inputs[names.index(vi["name"])], tmp, config, probabilities)
-                    for vi in store.volume_info]
+            rows = [_predict_one(nets, store, vi, inputs[names.index(vi["name"])], tmp, config, probabilities,
+                                 overlays) for vi in store.volume_info]
             _write_label_table(tmp / "labels.txt", config)
             manifest = make_manifest("prediction", {"device": device, "probabilities": probabilities},
                                      inputs={"model": Path(model) / "manifest.json",
@@ -108,7 +109,7 @@ def predict_files(model, inputs: Sequence, out, device: str = "auto", probabilit
 
 
 def _predict_one(nets, store: DatasetStore, vi: Dict, source: Path, tmp: Path, config: Dict,
-                 probabilities: bool) -> Dict:
+                 probabilities: bool, overlays: int) -> Dict:
     from ..segmentation.evaluate import to_source_orientation
 
     idx = store.volume_slices(vi["name"])
@@ -123,7 +124,23 @@ def _predict_one(nets, store: DatasetStore, vi: Dict, source: Path, tmp: Path, c
         p = np.stack([to_source_orientation(_native_probs(probs[:, c].numpy(), vi), vi.get("slice_axis", 2))
                       for c in range(probs.shape[1])], axis=-1)
         row["probabilities"] = _write_like(source, p.astype(np.float32), tmp / f"{vi['name']}_probabilities", vi).name
+    if overlays > 0:
+        row["overlay"] = _write_overlay(store, idx, small, vi, tmp, config, overlays).name
     return row
+
+
+def _write_overlay(store: DatasetStore, idx: np.ndarray, small: np.ndarray, vi: Dict, tmp: Path, config: Dict,
+                   n: int) -> Path:
+    """The ``n`` slices with the most predicted foreground (in slice order), labels over image."""
+    from ..figures.overlay import label_sheet
+    fg = (small > 0).reshape(len(small), -1).sum(1)
+    pick = np.sort(np.argsort(-fg, kind="stable")[:n])
+    axis = int(vi.get("slice_axis", 2))
+    classes = config.get("classes") if isinstance(config.get("classes"), dict) else {}
+    names = {c: str(classes.get(str(c), f"class{c}")) for c in range(int(config["num_classes"]))}
+    titles = [f"{vi['name']} axis {axis} index {int(store.z[idx[k]])}" for k in pick]
+    return label_sheet(store.images(idx[pick]), small[pick], titles, names, tmp / f"{vi['name']}_overlay.png",
+                       force=True)
 
 
 def _native_probs(prob_zhw: np.ndarray, vi: Dict) -> np.ndarray:

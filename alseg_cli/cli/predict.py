@@ -17,6 +17,8 @@ def command(
                              "manifest.json."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write the softmax per class "
                                        "(<name>_probabilities, one channel per class)."),
+    overlays: int = typer.Option(0, "--overlays", min=0, help="Also <name>_overlay.png: this many slices "
+                                 "with the most predicted foreground, labels over the image (0: none)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
 ):
@@ -28,7 +30,7 @@ def command(
     """
     from ..api import predict
 
-    manifest = predict(model, inputs, out, device=device, probabilities=probabilities, force=force,
+    manifest = predict(model, inputs, out, device=device, probabilities=probabilities, overlays=overlays, force=force,
                        progress=progress_mode())
     err_console.print(f"predict: {len(manifest['volumes'])} volume(s) -> {out}", highlight=False)
     emit(manifest)

@@ -11,6 +11,10 @@ from ..atomic import atomic_path
 CLASS_COLOURS = np.array([(0.12, 0.47, 0.71), (0.17, 0.63, 0.17), (0.58, 0.40, 0.74), (1.00, 0.50, 0.05),
                           (0.09, 0.75, 0.81), (0.74, 0.74, 0.13), (0.89, 0.47, 0.76), (0.55, 0.34, 0.29)])
 DISAGREE = (0.86, 0.08, 0.08)
+# label colours (0-255) of files handed to annotation tools: CVAT's labelmap.txt, RGB label
+# PNGs, ITK-SNAP's labels.txt and prediction overlays, so a class looks the same everywhere
+LABEL_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+                 (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60)]
 
 
 def pyplot():

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import AlsegError
 from ..segmentation.predict import predict_batches, prediction_nets
 from ..store import DatasetStore
-from .common import DISAGREE, class_colour, grey, pyplot, save_png
+from .common import DISAGREE, LABEL_PALETTE, class_colour, grey, pyplot, save_png
 
 
 def agreement_rgb(image: np.ndarray, pred: np.ndarray, truth: np.ndarray, classes: Sequence[int],
@@ -99,3 +99,30 @@ def overlay_figure(dataset, models: Dict[str, Path], out, slices: Optional[Seque
                loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     save_png(fig, out, force)
     return {"png": str(out), "slices": [str(store.slice_ids[i]) for i in idx], "models": {k: str(v) for k, v in models.items()}}
+
+
+def label_rgb(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3): the grey slice with each foreground label blended in its LABEL_PALETTE colour
+    (the colours of labels.txt, so the picture matches what ITK-SNAP shows)."""
+    rgb = np.repeat(grey(image)[..., None], 3, axis=2)
+    palette = np.asarray(LABEL_PALETTE, np.float64) / 255
+    fg = labels > 0
+    rgb[fg] = (1 - alpha) * rgb[fg] + alpha * palette[labels[fg] % len(palette)]
+    return rgb
+
+
+def label_sheet(images: np.ndarray, labels: np.ndarray, titles: Sequence[str], names: Dict[int, str], out,
+                force: bool = False) -> Path:
+    """One row of slices (C, H, W each) with their label maps over them, and a class legend."""
+    plt = pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
+    for ax, image, lab, title in zip(axes[0], images, labels, titles):
+        ax.imshow(label_rgb(image, lab))
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(LABEL_PALETTE[c % len(LABEL_PALETTE)]) / 255)
+               for c in names if c > 0]
+    fig.legend(handles, [names[c] for c in names if c > 0], loc="lower center", ncol=max(1, len(handles)),
+               fontsize=7, frameon=False)
+    return save_png(fig, out, force)
