@@ -42,7 +42,7 @@ step "$A" train-seg pool.zarr -l lab1.json -o model1 --iterations 300 --val-spli
   --lr 1e-3 --class-weights balanced > model1.json
 step "$A" select --method gcl-coreset --budget 8% -e emb.zarr -l lab1.json -o sel2.json > /dev/null
 cp "$ACDC_DIR/patient071/patient071_frame01.nii.gz" new.nii.gz
-step "$A" predict model1 new.nii.gz -o pred > pred.json
+step "$A" predict model1 new.nii.gz -o pred --overlays 4 > pred.json
 "$PY" - "$ACDC_DIR" <<'PY' | tee -a times.txt
 import sys
 import nibabel as nib, numpy as np
