@@ -28,6 +28,10 @@ def command(
                                         "relative to a full mask (the paper: 1/15), for METRIC-cost.png: Dice "
                                         "against annotation cost across full, weak and whole-volume runs "
                                         "(figure 2)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A method (as the table names it): its paired "
+                                          "differences against every other method per budget, with 95 % "
+                                          "intervals and the share of resamples it is ahead (compare.md/.csv/"
+                                          ".json/.png)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output folder."),
 ):
     """Bootstrap error bars over seeds and methods, as the paper's table 1.
@@ -36,15 +40,37 @@ def command(
     over seeds per resample, error = 2 x the sample standard deviation (ddof=1) of those
     means; the same resamples for every method. Table on stderr (best mean in bold).
     A cell missing a seed that other cells have is marked † and warned about.
+    --compare METHOD adds paired differences: per test volume, each method's Dice averaged
+    over its seeds, the difference resampled with the same indices; seeds are averaged, not
+    resampled (per-seed differences are in compare.csv).
     """
     from ..api import bootstrap
 
     manifest = bootstrap([str(s) for s in sources], out, unit=unit, n_boot=n_boot, seed=seed,
-                         force=force, plot_png=not no_plot, metric=metric, scribble_cost=scribble_cost)
+                         force=force, plot_png=not no_plot, metric=metric, scribble_cost=scribble_cost,
+                         compare=compare)
     err_console.print(rich_table(manifest["table"]))
+    if manifest.get("compare"):
+        err_console.print(rich_compare(manifest["compare"]))
     for warning in manifest["table"]["warnings"]:
         err_console.print(f"[yellow]alseg: warning:[/] {warning}", highlight=False, soft_wrap=True)
     emit(manifest)
+
+
+def rich_compare(comp):
+    """METHOD − other per budget: difference [95 % interval] and the share of resamples it leads."""
+    t = Table(title=f"{comp['method']} − other: paired difference [95 % interval] (share ahead)")
+    t.add_column("vs")
+    for b in comp["budgets"]:
+        t.add_column(f"{b:g}%", justify="right")
+    cells = {(r["other"], r["budget"]): r for r in comp["rows"]}
+    for other in comp["others"]:
+        row = []
+        for b in comp["budgets"]:
+            r = cells.get((other, b))
+            row.append("" if r is None else f"{r['text']} ({100 * r['ahead']:.0f}%)")
+        t.add_row(other, *row)
+    return t
 
 
 def rich_table(table):

@@ -25,6 +25,7 @@ from ..atomic import atomic_path
 from ..errors import AlsegError
 from ..manifest import make_manifest
 from .bootstrap import bootstrap_error
+from .compare import compare_markdown, compare_table, plot_compare, write_compare_csv
 from .timings import stage_times, timings_markdown
 
 ROUND_RE = re.compile(r"^round(\d+(?:\.\d+)?)$")
@@ -213,6 +214,17 @@ def collect(sources, unit: str = "volume", metric: str = "dice",
     return records
 
 
+def group_cells(records) -> Dict[Tuple[str, float], Dict[int, Dict]]:
+    """(label, budget) -> {seed: record}; a second evaluation of one cell and seed is an error."""
+    cells: Dict[Tuple[str, float], Dict[int, Dict]] = {}
+    for rec in records:
+        cell = cells.setdefault((rec["label"], rec["budget"]), {})
+        if rec["seed"] in cell:
+            raise AlsegError(f"{rec['path']}: a second evaluation for {rec['label']} at {rec['budget']:g}% seed {rec['seed']}")
+        cell[rec["seed"]] = rec
+    return cells
+
+
 def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice") -> Dict[str, Any]:
     """Bootstrap each (label, budget) cell over its seeds; mark the best mean per budget.
 
@@ -221,12 +233,7 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
     """
     _check_metric(metric)
     lower_better = METRICS[metric][1]
-    cells: Dict[Tuple[str, float], Dict[int, Dict]] = {}
-    for rec in records:
-        cell = cells.setdefault((rec["label"], rec["budget"]), {})
-        if rec["seed"] in cell:
-            raise AlsegError(f"{rec['path']}: a second evaluation for {rec['label']} at {rec['budget']:g}% seed {rec['seed']}")
-        cell[rec["seed"]] = rec
+    cells = group_cells(records)
     labels = sorted({k[0] for k in cells})
     budgets = sorted({k[1] for k in cells})
     all_seeds = sorted({rec["seed"] for rec in records})
@@ -382,9 +389,11 @@ def plot(table, path: Path, title: Optional[str] = None, x: str = "budget") -> N
 
 def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
                      force: bool = False, plot_png: bool = True, metric: str = "dice",
-                     scribble_cost: float = SCRIBBLE_COST) -> Dict[str, Any]:
+                     scribble_cost: float = SCRIBBLE_COST, compare: Optional[str] = None) -> Dict[str, Any]:
     """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``,
-    and METRIC-cost.png (against annotation cost, figure 2) for loop runs.
+    and METRIC-cost.png (against annotation cost, figure 2) for loop runs. ``compare``: a
+    method's paired differences against every other (compare.py) in compare.csv / .md / .json
+    and compare.png.
 
     ``out`` defaults to RUN_DIR/bootstrap for a single run directory. Returns the manifest.
     """
@@ -408,6 +417,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         raise AlsegError(f"--scribble-cost {scribble_cost:g}: a fraction of a mask's cost in (0, 1]")
     records = collect(sources, unit, metric, scribble_cost)
     table = build_table(records, n_boot=n_boot, seed=seed, metric=metric)
+    name, lower_better, scale = METRICS[metric]
+    comp = (compare_table(group_cells(records), compare, n_boot=n_boot, seed=seed, lower_better=lower_better,
+                          scale=scale) if compare else None)
     out = Path(out)
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
     with atomic_path(out, force=force) as tmp:
@@ -419,6 +431,12 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
             plot(table, tmp / f"{metric}.png")
             if any(r.get("cost") for r in table["rows"]):
                 plot(table, tmp / f"{metric}-cost.png", x="cost")
+        if comp:
+            write_compare_csv(comp, tmp / "compare.csv")
+            (tmp / "compare.md").write_text(compare_markdown(comp, name), encoding="utf-8")
+            (tmp / "compare.json").write_text(json.dumps(comp, indent=2) + "\n", encoding="utf-8")
+            if plot_png:
+                plot_compare(comp, tmp / "compare.png", name)
         if run_dirs:   # loop runs: also the wall time of each stage, from their markers
             times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
@@ -428,6 +446,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         outputs["timings"] = out / "timings.md"
     if plot_png:
         outputs["plot"] = out / f"{metric}.png"
+    if comp:
+        outputs["compare"] = out / "compare.md"
     return make_manifest("bootstrap", args={"unit": unit, "metric": metric, "n_boot": n_boot, "seed": seed,
-                                           "sources": [str(Path(s).resolve()) for s in sources]},
-                         outputs=outputs, seed=seed, table=table, evaluations=len(records))
+                                           "compare": compare, "sources": [str(Path(s).resolve()) for s in sources]},
+                         outputs=outputs, seed=seed, table=table, evaluations=len(records),
+                         **({"compare": comp} if comp else {}))
