@@ -57,33 +57,27 @@ def command(
     emit(manifest)
 
 
+def _grid(title, first, labels, budgets, rows, key, cell, caption=None):
+    """A labels x budgets Rich table; ``cell(row)`` renders a row found at (label, budget)."""
+    t = Table(title=title, caption=caption)
+    t.add_column(first)
+    for b in budgets:
+        t.add_column(f"{b:g}%", justify="right")
+    found = {(r[key], r["budget"]): r for r in rows}
+    for label in labels:
+        t.add_row(label, *("" if (label, b) not in found else cell(found[(label, b)]) for b in budgets))
+    return t
+
+
 def rich_compare(comp):
     """METHOD − other per budget: difference [95 % interval] and the share of resamples it leads."""
-    t = Table(title=f"{comp['method']} − other: paired difference [95 % interval] (share ahead)")
-    t.add_column("vs")
-    for b in comp["budgets"]:
-        t.add_column(f"{b:g}%", justify="right")
-    cells = {(r["other"], r["budget"]): r for r in comp["rows"]}
-    for other in comp["others"]:
-        row = []
-        for b in comp["budgets"]:
-            r = cells.get((other, b))
-            row.append("" if r is None else f"{r['text']} ({100 * r['ahead']:.0f}%)")
-        t.add_row(other, *row)
-    return t
+    return _grid(f"{comp['method']} − other: paired difference [95 % interval] (share ahead)", "vs",
+                 comp["others"], comp["budgets"], comp["rows"], "other",
+                 lambda r: f"{r['text']} ({100 * r['ahead']:.0f}%)")
 
 
 def rich_table(table):
     """The bootstrap table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
-    t = Table(title=table["title"], caption=table.get("footnote") or None)
-    t.add_column("method")
-    for b in table["budgets"]:
-        t.add_column(f"{b:g}%", justify="right")
-    rows = {(r["method"], r["budget"]): r for r in table["rows"]}
-    for label in table["methods"]:
-        cells = []
-        for b in table["budgets"]:
-            r = rows.get((label, b))
-            cells.append("" if r is None else f"[bold]{r['text']}[/bold]" if r["best"] else r["text"])
-        t.add_row(label, *cells)
-    return t
+    return _grid(table["title"], "method", table["methods"], table["budgets"], table["rows"], "method",
+                 lambda r: f"[bold]{r['text']}[/bold]" if r["best"] else r["text"],
+                 caption=table.get("footnote") or None)
