@@ -73,17 +73,17 @@ def test_report_files_and_cli(tmp_path):
     got = next(r for r in comp["rows"] if r["other"] == "coreset" and r["budget"] == 2.0)
     assert got["low"] == pytest.approx(want["low"]) and got["high"] == pytest.approx(want["high"])
     out = run / "bootstrap"
-    assert "+20.0 [+20.0, +20.0] (100 %)" in (out / "compare.md").read_text()
-    with open(out / "compare.csv") as fh:
+    assert "+20.0 [+20.0, +20.0] (100 %)" in (out / "compare.md").read_text(encoding="utf-8")
+    with open(out / "compare.csv", encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == 4
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "compare.json").read_text())["method"] == "gcl-coreset"
     with pytest.raises(AlsegError, match="no such method"):
         bootstrap_report(run, compare="bald", force=True)
     r = subprocess.run([sys.executable, "-m", "alseg_cli", "bootstrap", str(run), "--compare", "gcl-coreset",
-                        "--force", "--no-plot", "--n-boot", "100"], capture_output=True, text=True)
+                        "--force", "--no-plot", "--n-boot", "100"], capture_output=True, encoding="utf-8")
     assert r.returncode == 0, r.stderr
     assert "gcl-coreset − other" in r.stderr and json.loads(r.stdout)["compare"]["method"] == "gcl-coreset"
     bad = subprocess.run([sys.executable, "-m", "alseg_cli", "bootstrap", str(run), "--compare", "nope",
-                          "--force"], capture_output=True, text=True)
+                          "--force"], capture_output=True, encoding="utf-8")
     assert bad.returncode != 0 and "no such method" in bad.stderr and bad.stderr.strip().count("\n") == 0

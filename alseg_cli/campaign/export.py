@@ -22,7 +22,7 @@ import json
 import re
 from html import escape
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -60,11 +60,11 @@ LABEL_STUDIO_URL = "/data/local-files/?d=images/"
 
 
 def export_selection(selection, out, dataset=None, all_labelled: bool = False, force: bool = False,
-                     label_studio_url: str = LABEL_STUDIO_URL) -> Dict:
+                     label_studio_url: Optional[str] = None) -> Dict:
     """Write the annotation tasks of a selection's new slices (``all_labelled``: of every slice in
     its labelled set) into OUT; returns the export manifest (OUT/manifest.json).
-    ``label_studio_url``: the prefix of each task's image URL (the default serves OUT as
-    Label Studio's LOCAL_FILES_DOCUMENT_ROOT)."""
+    ``label_studio_url``: the prefix of each task's image URL (None: LABEL_STUDIO_URL, which
+    serves OUT as Label Studio's LOCAL_FILES_DOCUMENT_ROOT)."""
     import nibabel as nib
 
     from ..figures.common import grey, pyplot, save_png
@@ -126,9 +126,10 @@ def export_selection(selection, out, dataset=None, all_labelled: bool = False, f
         names = store.attrs.get("classes") or {}
         labels = {c: names.get(str(c), f"class{c}") for c in range(store.num_classes)}
         (tmp / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
-            f"{name}:{','.join(map(str, PALETTE[c % len(PALETTE)]))}::\n" for c, name in labels.items()))
-        _write_label_studio(tmp, rows, labels, label_studio_url)
-        with open(tmp / "tasks.csv", "w", newline="") as f:
+            f"{name}:{','.join(map(str, PALETTE[c % len(PALETTE)]))}::\n" for c, name in labels.items()),
+            encoding="utf-8")
+        _write_label_studio(tmp, rows, labels, LABEL_STUDIO_URL if label_studio_url is None else label_studio_url)
+        with open(tmp / "tasks.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -153,7 +154,7 @@ def _write_label_studio(tmp: Path, rows: List[Dict], labels: Dict[int, str], url
                       for c, name in labels.items() if c > 0)
     (tmp / "label_studio.xml").write_text(
         '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-        f'  <BrushLabels name="label" toName="image">\n{entries}  </BrushLabels>\n</View>\n')
+        f'  <BrushLabels name="label" toName="image">\n{entries}  </BrushLabels>\n</View>\n', encoding="utf-8")
 
 
 def _write_native_png(source: str, axis: int, index: int, path: Path, cache: Dict):

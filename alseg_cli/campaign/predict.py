@@ -29,7 +29,6 @@ from ..store import DatasetStore
 from ..segmentation.predict import predict_batches, prediction_nets, read_model_dir
 
 
-
 def training_preprocessing(model_dir, config: Dict, manifest: Dict) -> Dict:
     """What the model's training store did to its volumes: recorded in config.json by
     train-seg, else read from the training store named in the model's manifest."""
@@ -200,4 +199,4 @@ def _write_label_table(path: Path, config: Dict) -> None:
         label = str(classes.get(str(c), f"class{c}") if isinstance(classes, dict) else f"class{c}")
         lines.append(f'{c:5d} {r:4d} {g:4d} {b:4d} {0 if c == 0 else 1:5d} {0 if c == 0 else 1:3d} '
                      f'{0 if c == 0 else 1:3d}    "{label}"')
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -17,10 +17,10 @@ def command(
     dataset: Optional[Path] = typer.Option(None, "--dataset", "-d", help="Dataset store (default: the one the "
                                            "selection names)."),
     all_labelled: bool = typer.Option(False, "--all", help="Every slice of the labelled set, not only the new ones."),
-    label_studio_url: str = typer.Option(
-        "/data/local-files/?d=images/", "--label-studio-url",
-        help="Prefix of each image URL in label_studio.json (the default: OUT is Label Studio's "
-             "LOCAL_FILES_DOCUMENT_ROOT)."),
+    label_studio_url: Optional[str] = typer.Option(
+        None, "--label-studio-url",
+        help="Prefix of each image URL in label_studio.json (default /data/local-files/?d=images/: OUT is "
+             "Label Studio's LOCAL_FILES_DOCUMENT_ROOT)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
 ):
     """Write the slices a selection picked as annotation tasks: for each, the source file, the

@@ -30,7 +30,7 @@ def command(
     """
     from ..api import predict
 
-    manifest = predict(model, inputs, out, device=device, probabilities=probabilities, overlays=overlays, force=force,
-                       progress=progress_mode())
+    manifest = predict(model, inputs, out, device=device, probabilities=probabilities, overlays=overlays,
+                       force=force, progress=progress_mode())
     err_console.print(f"predict: {len(manifest['volumes'])} volume(s) -> {out}", highlight=False)
     emit(manifest)
