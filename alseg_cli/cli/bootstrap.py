@@ -40,6 +40,8 @@ def command(
     over seeds per resample, error = 2 x the sample standard deviation (ddof=1) of those
     means; the same resamples for every method. Table on stderr (best mean in bold).
     A cell missing a seed that other cells have is marked † and warned about.
+    noise.md: each cell's standard deviation across seeds and, per budget, how often two
+    disjoint halves of the seeds rank the methods alike (seed noise the error bars omit).
     --compare METHOD adds paired differences: per test volume, each method's Dice averaged
     over its seeds, the difference resampled with the same indices; seeds are averaged, not
     resampled (per-seed differences are in compare.csv).
@@ -50,6 +52,8 @@ def command(
                          force=force, plot_png=not no_plot, metric=metric, scribble_cost=scribble_cost,
                          compare=compare)
     err_console.print(rich_table(manifest["table"]))
+    if any(r["sd"] is not None for r in manifest["noise"]["sd"]):
+        err_console.print(rich_noise(manifest["noise"]))
     if manifest.get("compare"):
         err_console.print(rich_compare(manifest["compare"]))
     for warning in manifest["table"]["warnings"]:
@@ -67,6 +71,16 @@ def _grid(title, first, labels, budgets, rows, key, cell, caption=None):
     for label in labels:
         t.add_row(label, *("" if (label, b) not in found else cell(found[(label, b)]) for b in budgets))
     return t
+
+
+def rich_noise(noise):
+    """Seed sd per cell; the caption gives the split-half ranking agreement per budget."""
+    scale = noise["scale"]
+    caption = "; ".join(f"{r['budget']:g}%: pairs alike {100 * r['pair_agreement']:.0f}%, same best "
+                        f"{100 * r['top_agreement']:.0f}%" for r in noise["ranking"])
+    return _grid("seed noise: sd across seeds", "method", noise["methods"], noise["budgets"], noise["sd"],
+                 "method", lambda r: "" if r["sd"] is None else f"{scale * r['sd']:.1f}",
+                 caption=f"ranking agreement between halves of the seeds: {caption}" if caption else None)
 
 
 def rich_compare(comp):

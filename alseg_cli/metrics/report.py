@@ -26,6 +26,7 @@ from ..errors import AlsegError
 from ..manifest import make_manifest
 from .bootstrap import bootstrap_error
 from .compare import compare_markdown, compare_table, plot_compare, write_compare_csv
+from .seed_noise import noise_markdown, noise_table, seed_sd
 from .timings import stage_times, timings_markdown
 
 ROUND_RE = re.compile(r"^round(\d+(?:\.\d+)?)$")
@@ -257,7 +258,7 @@ def build_table(records, n_boot: int = 1000, seed: int = 0, metric: str = "dice"
                             f"was degenerate on validation ({by_seed[collapsed[0]]['eval']['degenerate']}); "
                             f"the cell includes it")
         costs = [by_seed[s].get("cost") for s in seeds]
-        rows.append({"method": label, "budget": budget, "mean": mean, "error": err,
+        rows.append({"method": label, "budget": budget, "mean": mean, "error": err, "seed_sd": seed_sd(by_seed),
                      "cost": float(np.mean(costs)) if all(c is not None for c in costs) else None,
                      "seeds": seeds, "missing_seeds": missing, "degenerate_seeds": collapsed, "units": len(names)})
     for budget in budgets:
@@ -345,11 +346,12 @@ def to_markdown(table) -> str:
 def write_csv(table, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "budget_percent", f"mean_{table.get('metric', 'dice')}", "error", "best", "seeds",
-                    "missing_seeds", "degenerate_seeds", "units"])
+        w.writerow(["method", "budget_percent", f"mean_{table.get('metric', 'dice')}", "error", "seed_sd", "best",
+                    "seeds", "missing_seeds", "degenerate_seeds", "units"])
         for r in table["rows"]:
             w.writerow([r["method"], f"{r['budget']:g}", f"{r['mean']:.6f}", f"{r['error']:.6f}",
-                        int(r["best"]), " ".join(map(str, r["seeds"])),
+                        "" if r.get("seed_sd") is None else f"{r['seed_sd']:.6f}", int(r["best"]),
+                        " ".join(map(str, r["seeds"])),
                         " ".join(map(str, r.get("missing_seeds", []))),
                         " ".join(map(str, r.get("degenerate_seeds", []))), r["units"]])
 
@@ -390,10 +392,10 @@ def plot(table, path: Path, title: Optional[str] = None, x: str = "budget") -> N
 def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000, seed: int = 0,
                      force: bool = False, plot_png: bool = True, metric: str = "dice",
                      scribble_cost: float = SCRIBBLE_COST, compare: Optional[str] = None) -> Dict[str, Any]:
-    """Compute the table and write table.csv, table.md, table.json and METRIC.png into ``out``,
-    and METRIC-cost.png (against annotation cost, figure 2) for loop runs. ``compare``: a
-    method's paired differences against every other (compare.py) in compare.csv / .md / .json
-    and compare.png.
+    """Compute the table and write table.csv, table.md, table.json, noise.md / noise.json (seed
+    noise: seed_noise.py) and METRIC.png into ``out``, and METRIC-cost.png (against annotation
+    cost, figure 2) for loop runs. ``compare``: a method's paired differences against every
+    other (compare.py) in compare.csv / .md / .json and compare.png.
 
     ``out`` defaults to RUN_DIR/bootstrap for a single run directory. Returns the manifest.
     """
@@ -418,7 +420,9 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
     records = collect(sources, unit, metric, scribble_cost)
     table = build_table(records, n_boot=n_boot, seed=seed, metric=metric)
     name, lower_better, scale = METRICS[metric]
-    comp = (compare_table(group_cells(records), compare, n_boot=n_boot, seed=seed, lower_better=lower_better,
+    cells = group_cells(records)
+    noise = noise_table(cells, lower_better=lower_better, scale=scale)
+    comp = (compare_table(cells, compare, n_boot=n_boot, seed=seed, lower_better=lower_better,
                           scale=scale) if compare else None)
     out = Path(out)
     run_dirs = [Path(s) for s in sources if Path(s).is_dir()]
@@ -427,6 +431,8 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         write_csv(table, tmp / "table.csv")
         (tmp / "table.md").write_text(to_markdown(table), encoding="utf-8")
         (tmp / "table.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+        (tmp / "noise.md").write_text(noise_markdown(noise, name), encoding="utf-8")
+        (tmp / "noise.json").write_text(json.dumps(noise, indent=2) + "\n", encoding="utf-8")
         if plot_png:
             plot(table, tmp / f"{metric}.png")
             if any(r.get("cost") for r in table["rows"]):
@@ -441,7 +447,8 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
             times = stage_times(*run_dirs)
             (tmp / "timings.json").write_text(json.dumps(times, indent=2) + "\n", encoding="utf-8")
             (tmp / "timings.md").write_text(timings_markdown(times), encoding="utf-8")
-    outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json"}
+    outputs = {"dir": out, "csv": out / "table.csv", "markdown": out / "table.md", "json": out / "table.json",
+               "noise": out / "noise.md"}
     if run_dirs:
         outputs["timings"] = out / "timings.md"
     if plot_png:
@@ -450,5 +457,5 @@ def bootstrap_report(sources, out=None, unit: str = "volume", n_boot: int = 1000
         outputs["compare"] = out / "compare.md"
     return make_manifest("bootstrap", args={"unit": unit, "metric": metric, "n_boot": n_boot, "seed": seed,
                                            "compare": compare, "sources": [str(Path(s).resolve()) for s in sources]},
-                         outputs=outputs, seed=seed, table=table, evaluations=len(records),
+                         outputs=outputs, seed=seed, table=table, noise=noise, evaluations=len(records),
                          **({"compare": comp} if comp else {}))
