@@ -139,17 +139,9 @@ ACDC_RECIPES = {"today": {},
 def acdc_spread(acdc_dir: Path, out: Path, seeds, recipes, jobs: int, budget: str = "5%"):
     """ACDC at 128 px, one fixed random selection: how much does the training seed alone move
     test Dice? One model per (recipe, seed) at the quick preset's round settings."""
-    import subprocess
-
     from alseg_cli.api import select
 
-    store = out / "acdc128.zarr"
-    if not store.exists():
-        split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
-        (out / "acdc_split.json").write_text(json.dumps(split))
-        subprocess.run([sys.executable, "-m", "alseg_cli", "prep", str(acdc_dir), "-o", str(store), "--size", "128",
-                        "--split-file", str(out / "acdc_split.json"), "--unannotated", "4"], check=True,
-                       stdout=subprocess.DEVNULL)
+    store = _acdc_store(acdc_dir, out)
     sel = out / f"acdc-random-{budget.rstrip('%')}.json"
     if not sel.exists():
         select(method="random", budget=budget, dataset=store, seed=0, out=sel)
@@ -170,6 +162,79 @@ def acdc_spread(acdc_dir: Path, out: Path, seeds, recipes, jobs: int, budget: st
               f"{d.std(ddof=1):.1f} | {np.mean([r['seconds'] for r in recs]):.0f} |")
 
 
+CHAIN_BUDGETS = ("2%", "3%", "4%", "5%")
+
+
+def _acdc_store(acdc_dir: Path, out: Path) -> Path:
+    import subprocess
+
+    store = out / "acdc128.zarr"
+    if not store.exists():
+        split = {f"patient{i:03d}": "train" if i <= 60 else ("val" if i <= 70 else "test") for i in range(1, 81)}
+        (out / "acdc_split.json").write_text(json.dumps(split))
+        subprocess.run([sys.executable, "-m", "alseg_cli", "prep", str(acdc_dir), "-o", str(store), "--size", "128",
+                        "--split-file", str(out / "acdc_split.json"), "--unannotated", "4"], check=True,
+                       stdout=subprocess.DEVNULL)
+    return store
+
+
+def warm_chain(job):
+    """One training seed's rounds after the first, each model started from the previous one."""
+    store, sels, first, out, seeds, options = job
+    prev, records = first, []
+    for sel, rdir, seed in zip(sels, out, seeds):
+        records.append(train_one((store, sel, rdir, seed, {**options, "init": str(Path(prev) / "model")})))
+        prev = rdir
+    return records
+
+
+def acdc_chain(acdc_dir: Path, out: Path, seeds, jobs: int):
+    """ACDC at 128 px, one fixed random chain of picks (2, 3, 4, 5 %): the quick preset's round
+    model per training seed, from scratch every round vs warm-started from the previous round's
+    (loop --warm-start). Validation Dice chooses; test Dice is reported; a dip is a seed whose
+    model at a budget scores under its own model at the budget before."""
+    from alseg_cli.api import select
+
+    store = _acdc_store(acdc_dir, out)
+    sels, prev = [], None
+    for r, budget in enumerate(CHAIN_BUDGETS):
+        sel = out / f"acdc-chain-random-{budget.rstrip('%')}.json"
+        if not sel.exists():
+            select(method="random", budget=budget, dataset=store, labeled=prev, seed=r, out=sel)
+        sels.append(str(sel))
+        prev = sel
+    options = {**ACDC_QUICK, **ACDC_RECIPES["quick"]}
+    root = out / "acdc-chain"
+    fresh = [(str(store), sels[r], str(root / "scratch" / f"seed{s}" / f"round{r}"), s * 1000 + r, options)
+             for s in seeds for r in range(len(sels))]
+    log(f"ACDC chain: {len(fresh)} models from scratch, then {len(seeds)} warm-started chains ...")
+    with ProcessPoolExecutor(jobs) as pool:
+        scratch = list(pool.map(train_one, fresh))
+        warm_jobs = [(str(store), sels[1:], str(root / "scratch" / f"seed{s}" / "round0"),
+                      [str(root / "warm" / f"seed{s}" / f"round{r}") for r in range(1, len(sels))],
+                      [s * 1000 + r for r in range(1, len(sels))], options) for s in seeds]
+        warm = list(pool.map(warm_chain, warm_jobs))
+    n = len(sels)
+    table = {"scratch": [scratch[i * n:(i + 1) * n] for i in range(len(seeds))],
+             "warm": [[scratch[i * n]] + w for i, w in enumerate(warm)]}     # round 0 is the same model
+    print("\n| ACDC 128 px, random chain fixed, quick round | " + " | ".join(CHAIN_BUDGETS)
+          + " | dips (test / val) | collapsed | CPU s/model |\n|---|" + "---|" * (n + 3))
+    summary = {}
+    for name, chains in table.items():
+        val = np.array([[r["model"]["members"][r["model"]["best_member"]]["best_val_dice"] * 100 for r in c]
+                        for c in chains])
+        test = np.array([[r["test_dice"] * 100 for r in c] for c in chains])
+        dips_t, dips_v = int((np.diff(test, axis=1) < 0).sum()), int((np.diff(val, axis=1) < 0).sum())
+        bad = sum(bool(r["model"].get("degenerate")) for c in chains for r in c)
+        cpu = np.mean([r["seconds"] for c in chains for r in c[1:]])
+        cells = [f"val {val[:, j].mean():.1f}, test {test[:, j].mean():.1f} (sd {test[:, j].std(ddof=1):.1f})"
+                 for j in range(n)]
+        print(f"| {name} | " + " | ".join(cells) + f" | {dips_t} / {dips_v} | {bad} | {cpu:.0f} |")
+        summary[name] = {"val": val.tolist(), "test": test.tolist(), "dips_test": dips_t, "dips_val": dips_v,
+                         "collapsed": bad, "cpu_s": float(cpu)}
+    (out / "acdc-chain-summary.json").write_text(json.dumps(summary, indent=1))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=5)
@@ -179,6 +244,8 @@ def main(argv=None):
     p.add_argument("--out", default="/tmp/alseg-stability")
     p.add_argument("--acdc", type=Path, help="ACDC folder: also the training-seed spread at 5 %% on ACDC 128 px")
     p.add_argument("--acdc-only", action="store_true", help="only the ACDC part")
+    p.add_argument("--acdc-chain", action="store_true", help="the ACDC part as a chain of rounds (2-5 %%): "
+                   "models from scratch vs warm-started from the previous round's")
     p.add_argument("--acdc-recipes", default="today,sgd-balanced,adamw,adamw-1e-3-val50,quick",
                    help=f"of {', '.join(ACDC_RECIPES)}")
     a = p.parse_args(argv)
@@ -195,6 +262,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if a.acdc is not None and not a.acdc.is_dir():
         p.error(f"--acdc {a.acdc}: not a folder")
+    if a.acdc is not None and a.acdc_chain:
+        return acdc_chain(a.acdc, out, list(range(a.seeds)), a.jobs)
     if a.acdc is not None and a.acdc_only:
         return acdc_spread(a.acdc, out, list(range(a.seeds)), a.acdc_recipes.split(","), a.jobs)
     store = out / "data.zarr"
@@ -217,8 +286,8 @@ def main(argv=None):
         records = list(pool.map(train_one, jobs))
     log(f"done in {time.time() - t0:.0f} s")
     rows = [summarise(n, [rec for k, rec in zip(keys, records) if k[0] == n]) for n in recipes]
-    print(f"| recipe | models | collapsed | retried | every class alive by it. (median) | val Dice mean ± sd | "
-          f"test Dice mean ± sd | test min | CPU s/model | collapse reasons |")
+    print("| recipe | models | collapsed | retried | every class alive by it. (median) | val Dice mean ± sd | "
+          "test Dice mean ± sd | test min | CPU s/model | collapse reasons |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         why = "; ".join(f"{k}: {v}" for k, v in r["why"].items()) or "-"

@@ -273,3 +273,24 @@ def test_recipe_defaults_come_from_the_network_then_the_paper(phantom_store, tmp
     assert clipped == [0.5] * FAST["iterations"]
     with pytest.raises(AlsegError, match="--clip-grad"):
         train_seg(phantom_store, "all", tmp_path / "x", clip_grad=-1.0, **FAST)
+
+
+def test_init_warm_starts_each_member_from_its_counterpart(ensemble_dir, phantom_store, tmp_path):
+    """--init: member m starts from the init model's member m (best checkpoint), or its best member
+    where it has fewer; with a zero learning rate the trained parameters are exactly those."""
+    still = dict(FAST, iterations=1, val_every=1, optimizer="sgd", lr=1e-30)
+    m = train_seg(phantom_store, "all", tmp_path / "warm", ensemble=3, seed=3, init=ensemble_dir, **still)
+    assert m["args"]["init"] == str(ensemble_dir)
+    best = json.loads((ensemble_dir / "manifest.json").read_text())["best_member"]
+    params = [k for k, v in _weights(ensemble_dir).items() if v.is_floating_point() and "running" not in k]
+    for member, source in ((0, 0), (1, 1), (2, best)):
+        got, want = _weights(tmp_path / "warm", member), _weights(ensemble_dir, source, "best")
+        assert all(torch.allclose(got[k], want[k], atol=0, rtol=1e-6) for k in params), member
+    cold = train_seg(phantom_store, "all", tmp_path / "cold", seed=3, **still)
+    assert "init" not in cold["args"]
+    assert not all(torch.equal(_weights(tmp_path / "cold")[k], _weights(tmp_path / "warm")[k]) for k in params)
+    with pytest.raises(AlsegError, match="base_channels is 4, this run's 8; a warm start needs the same network"):
+        train_seg(phantom_store, "all", tmp_path / "wide", init=ensemble_dir, **dict(still, base_channels=8))
+    with pytest.raises(AlsegError, match="not a model directory"):
+        train_seg(phantom_store, "all", tmp_path / "none", init=tmp_path, **still)
+    assert not (tmp_path / "wide").exists() and not (tmp_path / ".wide.partial").exists()

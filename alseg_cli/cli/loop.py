@@ -79,6 +79,9 @@ def command(
                                          "method, one seed): each round selects, exports the picks and stops "
                                          "(exit code 75) until `alseg import-labels` writes the round's "
                                          "labelled.json; rerun the same command to train and go on."),
+    warm_start: Optional[bool] = typer.Option(None, "--warm-start/--from-scratch", help="Start each round's "
+                                              "model from the previous round's (train-seg --init) instead of "
+                                              "from scratch (the paper's protocol)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
@@ -99,7 +102,7 @@ def command(
                    preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
                    ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,
                    gpus_per_pretrain=gpus_per_pretrain, gpus_per_select=gpus_per_select,
-                   gpus_per_evaluate=gpus_per_evaluate, human=human)
+                   gpus_per_evaluate=gpus_per_evaluate, human=human, warm_start=warm_start)
     manifest = run_loop(out, config=str(config) if config else None,
                         progress=False if no_progress else progress_mode(), **options)
     err_console.print(f"loop: {manifest['steps_run']} steps run, {manifest['steps_skipped']} already done, "

@@ -52,6 +52,9 @@ def command(
                                        "pool's unlabelled slices (mean teacher + pixel contrast; unet, full masks)."),
     arco_sampler: str = typer.Option("sg", "--arco-sampler", help="ARCO's anchor sampler: sg (stratified "
                                      "groups), sag (antithetic), ns (naive, the ablation)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="A finished MODEL_DIR of the same network whose "
+                                        "weights start training (a warm start, e.g. from the last AL round's "
+                                        "model); optimiser and schedule start afresh."),
     size: Optional[int] = typer.Option(None, "--size", help="Must equal the store's working size (checked)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision when present), cpu, cuda."),
@@ -86,6 +89,6 @@ def command(
                          optimizer=optimizer, clip_grad=clip_grad, warmup=warmup, sampler=sampler, class_weights=class_weights,
                          augment=augment, retries=retries, min_val_dice=min_val_dice,
                          pseudo=pseudo, pseudo_weight=pseudo_weight, semi=semi,
-                         semi_options={"sampler": arco_sampler} if semi else None,
+                         semi_options={"sampler": arco_sampler} if semi else None, init=init,
                          progress=progress_mode())
     emit(manifest)

@@ -210,6 +210,8 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
         if options.get("retries") and prev is not None and "min_val_dice" not in options:
             # a model far under the previous round's on validation counts as degenerate too
             options["min_val_dice"] = PREVIOUS_ROUND_FLOOR * previous_val_dice(prev / "model")
+        if cfg.get("warm_start") and prev is not None:
+            options["init"] = str(prev / "model")
         def train(out_dir=model_dir, **extra):
             return backend.train(
                 dataset=cfg["dataset"], labels=str(sel), out=out_dir, supervision=cfg["supervision"],

@@ -58,6 +58,9 @@ DEFAULTS: Dict[str, Any] = {
     "executor": "local", "ray_address": None, "cpus_per_task": 1.0, "gpus_per_train": 0.0,
     "gpus_per_pretrain": 0.0, "gpus_per_select": 0.0, "gpus_per_evaluate": 0.0,
     "propagation_options": {}, "semi_options": {}, "human": False,
+    # each round's model starts from the previous round's (train-seg --init); rounds from scratch
+    # are the paper's protocol
+    "warm_start": False,
 }
 
 # Settings that may change between a run and its resume without changing any result.

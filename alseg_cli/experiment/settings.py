@@ -25,7 +25,7 @@ SCHEMA: Dict[str, tuple] = {
     "executor": ("str",), "ray_address": ("str?",), "cpus_per_task": ("number", 0),
     "gpus_per_train": ("number", 0), "gpus_per_pretrain": ("number", 0), "gpus_per_select": ("number", 0),
     "gpus_per_evaluate": ("number", 0), "propagation_options": ("table",), "semi_options": ("table",),
-    "human": ("bool",),
+    "human": ("bool",), "warm_start": ("bool",),
 }
 # What each *_options table may hold: the keywords of the function it is passed to, less
 # those the loop itself sets; select's are the fields of SelectOptions.
@@ -33,7 +33,7 @@ _COMMON = {"dataset", "out", "seed", "device", "force", "progress", "resume", "a
 OPTION_TARGETS = {
     "train_options": ("alseg_cli.segmentation.train", "train_seg",
                       _COMMON | {"labels", "model", "supervision", "iterations", "ensemble", "base_channels",
-                                 "batch_size"}),
+                                 "batch_size", "init"}),
     "pretrain_options": ("alseg_cli.encoders.pretrain", "pretrain", _COMMON | {"epochs"}),
 }
 

@@ -22,7 +22,7 @@ import torch
 
 from ..atomic import atomic_path, check_writable, replace_json
 from ..progress import as_reporter
-from ..device import resolve_device, torch_generator
+from ..device import load_checkpoint, resolve_device, torch_generator
 from ..errors import AlsegError
 from ..manifest import load_manifest, make_manifest, save_manifest
 from ..store import DatasetStore
@@ -51,7 +51,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               class_weights: str = "none", augment: str = "paper", retries: int = 0,
               min_val_dice: Optional[float] = None, clip_grad: Optional[float] = None,
               pseudo=None, pseudo_weight: float = 0.1, semi: Optional[str] = None,
-              semi_options: Optional[Dict] = None) -> Dict:
+              semi_options: Optional[Dict] = None, init=None) -> Dict:
     """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
     validation is the model's. ``only_members``: train just those members into the partial
     state (for members trained in parallel) and return their records; a later call with
@@ -70,7 +70,10 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     ones, batches drawn uniformly from both, loss (sum over labelled rows + ``pseudo_weight`` x
     sum over pseudo rows) / batch (Belharbi et al. eq. 1); weight 0 trains on the labels alone.
     ``semi`` "arco": ARCO's mean teacher and pixel contrast on the pool's unlabelled slices
-    (semi.py; ``semi_options``), full masks only."""
+    (semi.py; ``semi_options``), full masks only. ``init``: a finished model directory of the
+    same network whose weights start every member (member m from its member m, or from its best
+    member where it has fewer): a warm start, e.g. from the previous AL round's model; the
+    optimiser, schedule and seeds are a fresh run's."""
     # ---- every check before any training starts -------------------------------------------
     store = DatasetStore(dataset)
     NETWORKS.get(model)
@@ -132,6 +135,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               "preprocessing": store.attrs.get("preprocessing")}
     if info.get("volumetric"):
         config["network_options"] = {"inplane_levels": _inplane_levels(store, lab_idx)}
+    init_states = _init_states(init, config, int(ensemble))
     recipe = {"optimizer": optimizer, "clip_grad": clip_grad, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
               "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
@@ -141,7 +145,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             "allow_other_dataset": bool(allow_other_dataset),
             "labeled_count": int(len(lab_idx)), "pool_size": n_pool, **recipe,
             **({"pseudo": str(pseudo), "pseudo_weight": float(pseudo_weight), "pseudo_count": int(pseudo_idx.size)}
-               if pseudo is not None else {}), **({"semi": semi_cfg} if semi_cfg else {})}
+               if pseudo is not None else {}), **({"semi": semi_cfg} if semi_cfg else {}),
+            **({"init": str(init)} if init is not None else {})}
     if resume and final.exists() and (final / "manifest.json").exists():
         done = load_manifest(final / "manifest.json", expect=["model"])
         check_compatible(done, store, final)
@@ -193,7 +198,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         members.append(_train_with_retries(work, m, config, recipe, images, targets, val, fill, int(seed) + m,
                                            iterations, int(batch_size), float(lr), int(val_every), dev,
                                            backbone_weights, reporter, f"member {m + 1}/{ensemble}", member_fn,
-                                           **extra))
+                                           **extra, **({"init_state": init_states[m]} if init_states else {})))
     if only_members is not None:
         return {"kind": "members", "members": members}
     # the best member on validation, a non-degenerate one where there is one
@@ -211,6 +216,28 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     with atomic_path(final, force=True) as tmp:
         os.replace(work, tmp)
     return manifest
+
+
+NETWORK_KEYS = ("model", "in_channels", "num_classes", "size", "base_channels", "network_options")
+
+
+def _init_states(init, config: Dict, ensemble: int):
+    """The weights that start each member (``init``'s best checkpoints), or None."""
+    if init is None:
+        return None
+    from .predict import read_model_dir
+    manifest, old = read_model_dir(init)
+    for key in NETWORK_KEYS:
+        if old.get(key) != config.get(key):
+            raise AlsegError(f"--init {init}: its {key} is {old.get(key)!r}, this run's {config.get(key)!r}; "
+                             "a warm start needs the same network")
+    members = manifest["members"]
+    paths = [Path(init) / members[m if m < len(members) else manifest["best_member"]]["dir"] / "best.pt"
+             for m in range(ensemble)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise AlsegError(f"--init: {missing[0]} is missing; retrain that model")
+    return [load_checkpoint(p, map_location="cpu")["state_dict"] for p in paths]
 
 
 def whole_volumes(store: DatasetStore, idx: np.ndarray, what: str):
@@ -329,7 +356,8 @@ def _pseudo_set(pseudo, weight: float, store: DatasetStore, lab_idx: np.ndarray,
 
 
 def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, iterations, batch_size, lr,
-                  val_every, dev, backbone_weights, reporter, label, pseudo=None, semi=None) -> Dict:
+                  val_every, dev, backbone_weights, reporter, label, pseudo=None, semi=None,
+                  init_state=None) -> Dict:
     done = finished(mdir)
     if done is not None:
         return done
@@ -337,6 +365,8 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
     torch.manual_seed(seed)  # layer init and dropout draw from the global generator
     net = build_network(config["model"], config["in_channels"], config["num_classes"],
                         config["base_channels"], backbone_weights).to(dev)
+    if init_state is not None:          # a warm start: the init above still ran, so dropout draws match
+        net.load_state_dict(init_state)
     # channels-last where the network prefers it: 15-30 % more it/s on CPU (bench-train)
     fmt = torch.channels_last if getattr(net, "prefers_channels_last", False) else torch.contiguous_format
     net = net.to(memory_format=fmt)

@@ -59,7 +59,8 @@ def _validate(net, val: List[Volume], num_classes: int, dev):
 
 
 def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets, val: List[Volume], _fill,
-                    seed, iterations, batch_size, lr, val_every, dev, backbone_weights, reporter, label) -> Dict:
+                    seed, iterations, batch_size, lr, val_every, dev, backbone_weights, reporter, label,
+                    init_state=None) -> Dict:
     """One member on whole volumes; the same signature and records as ``_train_member``."""
     done = finished(mdir)
     if done is not None:
@@ -68,6 +69,8 @@ def train_member_3d(mdir: Path, config, recipe, volumes: List[Volume], _targets,
     torch.manual_seed(seed)
     net = build_network(config["model"], config["in_channels"], config["num_classes"], config["base_channels"],
                         **(config.get("network_options") or {})).to(dev)
+    if init_state is not None:
+        net.load_state_dict(init_state)
     opt = make_optimizer(recipe["optimizer"], net.parameters(), lr)
     gen = torch_generator(seed)
     weights = ce_weights(recipe["class_weights"], torch.cat([v[1].flatten() for v in volumes]), config["num_classes"])
