@@ -21,6 +21,7 @@ class FakeBackend:
 
     def __init__(self, fail_after_output=None):
         self.calls = []
+        self.train_kw = {}      # model dir -> the train options it got
         self.fail_after_output = fail_after_output  # step name: crash after writing its output
 
     def _maybe_fail(self, step):
@@ -59,6 +60,7 @@ class FakeBackend:
 
     def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
         self.calls.append(("train", str(out), iterations, ensemble, kw.get("model")))
+        self.train_kw[str(out)] = kw
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "manifest.json").write_text(json.dumps({"best_member": 0, "labels": labels}))
         return {"kind": "model", "best_member": 0}
@@ -393,3 +395,19 @@ def test_volume_unit_reaches_every_selection(tmp_path, dataset):
         run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, unit="slab"))
     with pytest.raises(AlsegError, match="whole volumes with full masks; pass --unit volume"):
         run_loop(tmp_path / "bad", backend=FakeBackend(), **options(dataset, model="unet3d"))
+
+
+def test_warm_start_starts_each_round_from_the_previous_rounds_model(tmp_path, dataset):
+    be = FakeBackend()
+    out = tmp_path / "run"
+    run_loop(out, backend=be, warm_start=True, **options(dataset, methods="random", seeds="0"))
+    inits = {Path(k).parts[-2]: v.get("init") for k, v in be.train_kw.items()}
+    chain = out / "random" / "seed0"
+    assert inits == {"round2": None, "round5": str(chain / "round2" / "model"),
+                     "round10": str(chain / "round5" / "model")}
+    assert json.loads((out / "config.json").read_text())["warm_start"] is True
+    be = FakeBackend()
+    run_loop(tmp_path / "scratch", backend=be, **options(dataset, methods="random", seeds="0"))
+    assert all("init" not in kw for kw in be.train_kw.values())
+    with pytest.raises(AlsegError, match="warm_start"):       # results differ: a resume must agree
+        run_loop(out, backend=FakeBackend(), warm_start=False, **options(dataset, methods="random", seeds="0"))
