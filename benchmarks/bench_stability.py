@@ -188,11 +188,15 @@ def warm_chain(job):
     return records
 
 
-def acdc_chain(acdc_dir: Path, out: Path, seeds, jobs: int):
+# warm-started arms of the ACDC chain: train_seg options over the quick round for rounds after the first
+WARM_ARMS = {"warm": {}, "warm-150": {"iterations": 150}}
+
+
+def acdc_chain(acdc_dir: Path, out: Path, seeds, jobs: int, arms=("warm",)):
     """ACDC at 128 px, one fixed random chain of picks (2, 3, 4, 5 %): the quick preset's round
     model per training seed, from scratch every round vs warm-started from the previous round's
-    (loop --warm-start). Validation Dice chooses; test Dice is reported; a dip is a seed whose
-    model at a budget scores under its own model at the budget before."""
+    (loop --warm-start; ``arms``: WARM_ARMS). Validation Dice chooses; test Dice is reported; a
+    dip is a seed whose model at a budget scores under its own model at the budget before."""
     from alseg_cli.api import select
 
     store = _acdc_store(acdc_dir, out)
@@ -204,21 +208,21 @@ def acdc_chain(acdc_dir: Path, out: Path, seeds, jobs: int):
         sels.append(str(sel))
         prev = sel
     options = {**ACDC_QUICK, **ACDC_RECIPES["quick"]}
-    root = out / "acdc-chain"
+    root, n = out / "acdc-chain", len(sels)
     fresh = [(str(store), sels[r], str(root / "scratch" / f"seed{s}" / f"round{r}"), s * 1000 + r, options)
-             for s in seeds for r in range(len(sels))]
-    log(f"ACDC chain: {len(fresh)} models from scratch, then {len(seeds)} warm-started chains ...")
+             for s in seeds for r in range(n)]
+    log(f"ACDC chain: {len(fresh)} models from scratch, then {len(seeds)} warm-started chains per arm ...")
     with ProcessPoolExecutor(jobs) as pool:
         scratch = list(pool.map(train_one, fresh))
-        warm_jobs = [(str(store), sels[1:], str(root / "scratch" / f"seed{s}" / "round0"),
-                      [str(root / "warm" / f"seed{s}" / f"round{r}") for r in range(1, len(sels))],
-                      [s * 1000 + r for r in range(1, len(sels))], options) for s in seeds]
-        warm = list(pool.map(warm_chain, warm_jobs))
-    n = len(sels)
-    table = {"scratch": [scratch[i * n:(i + 1) * n] for i in range(len(seeds))],
-             "warm": [[scratch[i * n]] + w for i, w in enumerate(warm)]}     # round 0 is the same model
+        table = {"scratch": [scratch[i * n:(i + 1) * n] for i in range(len(seeds))]}
+        for arm in arms:
+            warm_jobs = [(str(store), sels[1:], str(root / "scratch" / f"seed{s}" / "round0"),
+                          [str(root / arm / f"seed{s}" / f"round{r}") for r in range(1, n)],
+                          [s * 1000 + r for r in range(1, n)], {**options, **WARM_ARMS[arm]}) for s in seeds]
+            # round 0 is the same model: every arm starts from the scratch chain's first round
+            table[arm] = [[scratch[i * n]] + w for i, w in enumerate(pool.map(warm_chain, warm_jobs))]
     print("\n| ACDC 128 px, random chain fixed, quick round | " + " | ".join(CHAIN_BUDGETS)
-          + " | dips (test / val) | collapsed | CPU s/model |\n|---|" + "---|" * (n + 3))
+          + " | dips (test / val) | collapsed | CPU s/model after round 1 |\n|---|" + "---|" * (n + 3))
     summary = {}
     for name, chains in table.items():
         val = np.array([[r["model"]["members"][r["model"]["best_member"]]["best_val_dice"] * 100 for r in c]
@@ -246,6 +250,8 @@ def main(argv=None):
     p.add_argument("--acdc-only", action="store_true", help="only the ACDC part")
     p.add_argument("--acdc-chain", action="store_true", help="the ACDC part as a chain of rounds (2-5 %%): "
                    "models from scratch vs warm-started from the previous round's")
+    p.add_argument("--chain-arms", default="warm", help=f"warm-started arms of --acdc-chain, of "
+                   f"{', '.join(WARM_ARMS)}")
     p.add_argument("--acdc-recipes", default="today,sgd-balanced,adamw,adamw-1e-3-val50,quick",
                    help=f"of {', '.join(ACDC_RECIPES)}")
     a = p.parse_args(argv)
@@ -263,7 +269,7 @@ def main(argv=None):
     if a.acdc is not None and not a.acdc.is_dir():
         p.error(f"--acdc {a.acdc}: not a folder")
     if a.acdc is not None and a.acdc_chain:
-        return acdc_chain(a.acdc, out, list(range(a.seeds)), a.jobs)
+        return acdc_chain(a.acdc, out, list(range(a.seeds)), a.jobs, a.chain_arms.split(","))
     if a.acdc is not None and a.acdc_only:
         return acdc_spread(a.acdc, out, list(range(a.seeds)), a.acdc_recipes.split(","), a.jobs)
     store = out / "data.zarr"
