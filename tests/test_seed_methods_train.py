@@ -13,7 +13,8 @@ from alseg_cli.acquisition.propagate import propagate
 from alseg_cli.acquisition.select import select
 from alseg_cli.errors import AlsegError
 from alseg_cli.segmentation.losses import full_loss
-from alseg_cli.segmentation.train import pseudo_batch_loss, train_seg
+from alseg_cli.segmentation.recipe import BatchSampler
+from alseg_cli.segmentation.train import mixed_sampler, pseudo_batch_loss, train_seg
 from alseg_cli.store import DatasetStore, write_pseudo
 
 torch.set_num_threads(1)
@@ -45,6 +46,24 @@ def test_pseudo_batch_loss_is_eq1_per_row():
     assert float(grad[is_p].abs().sum()) == 0.0 and float(grad[~is_p].abs().sum()) > 0
 
 
+def test_pseudo_share_keeps_the_labelled_rows_share_of_every_batch():
+    targets = torch.ones(40, 4, 4, dtype=torch.long)           # 4 labelled rows, then 36 pseudo
+    is_p = torch.arange(40) >= 4
+    uniform = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, None))
+    plain = BatchSampler("uniform", targets, [1])
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert all(torch.equal(uniform(6, g1), plain(6, g2)) for _ in range(20))    # Belharbi's batches unchanged
+    shared = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.5))
+    g = torch.Generator().manual_seed(0)
+    picks = torch.stack([shared(6, g) for _ in range(500)])
+    assert (picks[:, :3] < 4).all() and (picks[:, 3:] >= 4).all()            # 3 labelled + 3 pseudo
+    assert set(picks[:, 3:].flatten().tolist()) == set(range(4, 40))         # every pseudo row drawn
+    most = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.99))
+    assert int((most(6, g) < 4).sum()) == 1                                   # at least one labelled row
+    again = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.5))
+    assert torch.equal(again(6, torch.Generator().manual_seed(0)), picks[0])
+
+
 def test_propagation_then_pseudo_training(tiny, tmp_path):
     store = DatasetStore(tiny)
     sel = select(method="random", budget="10%", dataset=tiny, seed=0, out=tmp_path / "sel.json", device="cpu")
@@ -61,6 +80,15 @@ def test_propagation_then_pseudo_training(tiny, tmp_path):
     used = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "used", seed=3, pseudo=tmp_path / "prop",
                      pseudo_weight=0.5, **TINY)
     assert used["args"]["pseudo_count"] == m["count"] and plain["args"].get("pseudo_count") is None
+    half = train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "half", seed=3, pseudo=tmp_path / "prop",
+                     pseudo_weight=0.5, pseudo_share=0.5, **TINY)
+    assert half["args"]["pseudo_share"] == 0.5
+    assert not all(torch.equal(weights(tmp_path / "half")[k], weights(tmp_path / "used")[k])
+                   for k in weights(tmp_path / "used"))
+    for bad in (1.0, -0.1, "half"):
+        with pytest.raises(AlsegError, match="a fraction of each batch"):
+            train_seg(tiny, str(tmp_path / "sel.json"), tmp_path / "bad", pseudo=tmp_path / "prop",
+                      pseudo_share=bad, **TINY)
     assert not all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "plain").values(),
                                                       weights(tmp_path / "used").values()))
     # protection: the next pick avoids the pseudo-labelled slices while the pool allows

@@ -23,7 +23,10 @@ from ..store import DatasetStore, EmbeddingsStore, write_pseudo
 
 METRICS = ("hist-jsd", "embedding")
 GROUP_BY = ("none", "volume", "partition")
-DEFAULTS = {"k": 10, "metric": "hist-jsd", "group_by": "none", "weight": 0.1, "passes": 1, "bins": 256}
+# share: None = training batches uniform over labelled + pseudo slices (Belharbi's code); a
+# fraction = that share of every batch pseudo, the rest labelled (train_seg's pseudo_share)
+DEFAULTS = {"k": 10, "metric": "hist-jsd", "group_by": "none", "weight": 0.1, "passes": 1, "bins": 256,
+            "share": None}
 
 
 def intensity_histograms(images: np.ndarray, bins: int = 256, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:

@@ -7,6 +7,8 @@ rounds a chain may need the shared pixel embeddings or its seed's encoder and em
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -301,6 +303,7 @@ def _with_propagation(cfg, run_dir: Path, name: str, seed: int, r: int, rd: Path
     with that model (rd/pseudo2) and train the round's model once more."""
     opts = propagation(cfg)
     emb = propagation_embeddings(cfg, name, seed)
+    train = functools.partial(train, pseudo_share=opts.get("share"))
     settings = {k: opts[k] for k in ("k", "metric", "group_by", "bins")}
 
     def propagate(model_dir: Path, out: Path):

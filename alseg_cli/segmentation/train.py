@@ -51,7 +51,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               class_weights: str = "none", augment: str = "paper", retries: int = 0,
               min_val_dice: Optional[float] = None, clip_grad: Optional[float] = None,
               pseudo=None, pseudo_weight: float = 0.1, semi: Optional[str] = None,
-              semi_options: Optional[Dict] = None, init=None) -> Dict:
+              semi_options: Optional[Dict] = None, init=None, pseudo_share: Optional[float] = None) -> Dict:
     """Train ``ensemble`` members (seeds seed..seed+M-1) on the labelled slices; the best on
     validation is the model's. ``only_members``: train just those members into the partial
     state (for members trained in parallel) and return their records; a later call with
@@ -69,6 +69,10 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     ``pseudo``: a pseudo-labels store (k-NN propagation) whose slices train beside the labelled
     ones, batches drawn uniformly from both, loss (sum over labelled rows + ``pseudo_weight`` x
     sum over pseudo rows) / batch (Belharbi et al. eq. 1); weight 0 trains on the labels alone.
+    ``pseudo_share`` s: instead, every batch holds round(s x batch) pseudo rows and the rest
+    labelled (at least one), so the labelled slices keep their share of a fixed iteration budget
+    however many pseudo slices join (uniform draws starve them: 33 labelled beside 293 pseudo
+    are a tenth of each batch).
     ``semi`` "arco": ARCO's mean teacher and pixel contrast on the pool's unlabelled slices
     (semi.py; ``semi_options``), full masks only. ``init``: a finished model directory of the
     same network whose weights start every member (member m from its member m, or from its best
@@ -114,6 +118,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     lab_idx = labelled_with(resolve_labels(labels, store, train_split, allow_other_dataset), store,
                             "scribbles" if supervision == "scribble" else "masks", labels)
     pseudo_idx, pseudo_masks = _pseudo_set(pseudo, float(pseudo_weight), store, lab_idx, info)
+    if pseudo_share is not None and (isinstance(pseudo_share, bool) or not isinstance(pseudo_share, (int, float))
+                                     or not 0 <= pseudo_share < 1):
+        raise AlsegError(f"pseudo share {pseudo_share!r}: a fraction of each batch in [0, 1)")
     semi_cfg = None
     if semi is not None:
         from .semi import resolve_semi
@@ -144,8 +151,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
             "backbone_weights": str(backbone_weights) if backbone_weights else None,
             "allow_other_dataset": bool(allow_other_dataset),
             "labeled_count": int(len(lab_idx)), "pool_size": n_pool, **recipe,
-            **({"pseudo": str(pseudo), "pseudo_weight": float(pseudo_weight), "pseudo_count": int(pseudo_idx.size)}
-               if pseudo is not None else {}), **({"semi": semi_cfg} if semi_cfg else {}),
+            **({"pseudo": str(pseudo), "pseudo_weight": float(pseudo_weight), "pseudo_count": int(pseudo_idx.size),
+                "pseudo_share": pseudo_share} if pseudo is not None else {}), **({"semi": semi_cfg} if semi_cfg else {}),
             **({"init": str(init)} if init is not None else {})}
     if resume and final.exists() and (final / "manifest.json").exists():
         done = load_manifest(final / "manifest.json", expect=["model"])
@@ -183,7 +190,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
         fill = int(store.unannotated) if supervision == "scribble" else 0
     extra = {}
     if pseudo_idx.size:      # pseudo rows after the labelled ones; their flags travel with them
-        extra["pseudo"] = (torch.arange(images.shape[0] + pseudo_idx.size) >= images.shape[0], float(pseudo_weight))
+        extra["pseudo"] = (torch.arange(images.shape[0] + pseudo_idx.size) >= images.shape[0], float(pseudo_weight),
+                           None if pseudo_share is None else float(pseudo_share))
         images = torch.cat([images, torch.from_numpy(store.images(pseudo_idx))])
         targets = torch.cat([targets, torch.from_numpy(pseudo_masks).to(targets.dtype)])
     if semi_cfg:
@@ -314,6 +322,24 @@ def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val
     return rec
 
 
+def mixed_sampler(sampler_cls, kind: str, targets: torch.Tensor, foreground, pseudo=None):
+    """The batch sampler: over every row (uniform over L u P, Belharbi's), or with a pseudo
+    share s (``pseudo[2]``), round(s x B) rows drawn from the pseudo rows (after the labelled
+    ones) and the rest by ``kind`` from the labelled rows."""
+    share = pseudo[2] if pseudo is not None and len(pseudo) > 2 else None
+    if share is None:
+        return sampler_cls(kind, targets, foreground)
+    n_lab = int((~pseudo[0]).sum())
+    n_p = targets.shape[0] - n_lab
+    labelled = sampler_cls(kind, targets[:n_lab], foreground)
+
+    def sample(batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        k = min(batch_size - 1, int(round(share * batch_size))) if n_p else 0
+        pick = labelled(batch_size - k, gen)
+        return torch.cat([pick, n_lab + torch.randint(0, n_p, (k,), generator=gen)]) if k else pick
+    return sample
+
+
 def pseudo_batch_loss(supervised, logits: torch.Tensor, y: torch.Tensor, is_pseudo: torch.Tensor,
                       weight: float, fill: int, class_weights=None) -> torch.Tensor:
     """(|L_b| x supervised loss on the batch's labelled rows + weight x |P_b| x (CE + Dice) on its
@@ -376,7 +402,7 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
         arco = Arco(net, semi[0], semi[1], config["num_classes"], config["base_channels"]).to(dev)
     opt = make_optimizer(recipe["optimizer"], list(net.parameters()) + (list(arco.trainable()) if arco else []), lr)
     gen = torch_generator(seed)
-    sample = BatchSampler(recipe["sampler"], targets, list(range(1, config["num_classes"])))
+    sample = mixed_sampler(BatchSampler, recipe["sampler"], targets, list(range(1, config["num_classes"])), pseudo)
     weights = ce_weights(recipe["class_weights"], targets, config["num_classes"],
                             ignore=config["unannotated"] if config["model"] == "dmpls" else None)
     state = MemberState.resume(mdir, net, opt, gen, dev, extra=arco)
