@@ -48,6 +48,9 @@ def command(
                                           "labelled ones, weighted by --pseudo-weight."),
     pseudo_weight: float = typer.Option(0.1, "--pseudo-weight", help="lambda of the pseudo-labelled term "
                                         "(0: the labels alone)."),
+    pseudo_share: Optional[float] = typer.Option(None, "--pseudo-share", help="A fraction of every batch "
+                                                 "drawn from the pseudo-labelled slices, the rest labelled "
+                                                 "(default: uniform over both, as Belharbi et al.'s code)."),
     semi: Optional[str] = typer.Option(None, "--semi", help="arco: ARCO semi-supervised training on the "
                                        "pool's unlabelled slices (mean teacher + pixel contrast; unet, full masks)."),
     arco_sampler: str = typer.Option("sg", "--arco-sampler", help="ARCO's anchor sampler: sg (stratified "
@@ -88,7 +91,7 @@ def command(
                          val_split=val_split, allow_other_dataset=allow_other_dataset,
                          optimizer=optimizer, clip_grad=clip_grad, warmup=warmup, sampler=sampler, class_weights=class_weights,
                          augment=augment, retries=retries, min_val_dice=min_val_dice,
-                         pseudo=pseudo, pseudo_weight=pseudo_weight, semi=semi,
+                         pseudo=pseudo, pseudo_weight=pseudo_weight, pseudo_share=pseudo_share, semi=semi,
                          semi_options={"sampler": arco_sampler} if semi else None, init=init,
                          progress=progress_mode())
     emit(manifest)
