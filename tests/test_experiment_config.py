@@ -32,6 +32,8 @@ def test_precedence_flags_over_file_over_preset(tmp_path):
     assert cfg["pretrain_epochs"] == 100
     quick = resolve_config({"dataset": "d", "preset": "quick"})
     assert quick["models_per_round"] == 1 and quick["seeds"] == [0, 1, 2]
+    assert quick["warm_start"] is True and cfg["warm_start"] is False      # the paper retrains each round
+    assert resolve_config({"dataset": "d", "preset": "quick", "warm_start": False})["warm_start"] is False
 
 
 def test_bad_values(tmp_path):

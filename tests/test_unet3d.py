@@ -56,6 +56,11 @@ def test_unet3d_trains_on_whole_volumes_and_evaluates_natively(phantom_store, tm
                   progress=False)
     with pytest.raises(AlsegError, match="MC dropout"):
         list(iter_predictions([tmp_path / "m3"], store, order, mode="mc", samples=2, device="cpu"))
+    # a warm start from a 3D model: its pooling plan and weights carry over
+    warm = train_seg(phantom_store, str(sel), tmp_path / "warm", model="unet3d", iterations=1, base_channels=2,
+                     init=tmp_path / "m3", progress=False)
+    assert warm["args"]["init"] == str(tmp_path / "m3")
+    assert json.loads((tmp_path / "warm" / "config.json").read_text())["network_options"] == {"inplane_levels": want}
 
 
 def test_a_killed_3d_member_resumes_where_it_stopped(phantom_store, tmp_path):

@@ -32,6 +32,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         # at the CPU of the rounds before it (README, "Round models that learn")
         "train_options": {"optimizer": "adamw", "lr": 0.001, "class_weights": "balanced", "val_every": 100,
                           "retries": 2},
+        # each round's model starts from the previous round's: chosen on ACDC validation Dice with
+        # benchmarks/bench_stability.py --acdc-chain at the same CPU per round (README)
+        "warm_start": True,
         "select_options": {"mc_samples": 10},
         # ARCO (+arco) with 2 unlabelled slices per step: 1.86x a plain round's CPU per iteration
         # on ACDC 128 px (6: 3.06x; benchmarks/bench_related.py), under stochastic-batches' 2 models

@@ -142,7 +142,9 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               "preprocessing": store.attrs.get("preprocessing")}
     if info.get("volumetric"):
         config["network_options"] = {"inplane_levels": _inplane_levels(store, lab_idx)}
-    init_states = _init_states(init, config, int(ensemble))
+    # a 3D network's pooling follows the labelled volumes' spacing: a warm start keeps the init's
+    adopt = ("network_options",) if info.get("volumetric") else ()
+    init_states = _init_states(init, config, int(ensemble), adopt=adopt)
     recipe = {"optimizer": optimizer, "clip_grad": clip_grad, "warmup": int(warmup), "sampler": sampler, "class_weights": class_weights,
               "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
@@ -229,12 +231,15 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
 NETWORK_KEYS = ("model", "in_channels", "num_classes", "size", "base_channels", "network_options")
 
 
-def _init_states(init, config: Dict, ensemble: int):
-    """The weights that start each member (``init``'s best checkpoints), or None."""
+def _init_states(init, config: Dict, ensemble: int, adopt=()):
+    """The weights that start each member (``init``'s best checkpoints), or None; the ``adopt``
+    keys of the network config are taken from ``init``."""
     if init is None:
         return None
     from .predict import read_model_dir
     manifest, old = read_model_dir(init)
+    for key in adopt:
+        config[key] = old.get(key)
     for key in NETWORK_KEYS:
         if old.get(key) != config.get(key):
             raise AlsegError(f"--init {init}: its {key} is {old.get(key)!r}, this run's {config.get(key)!r}; "
