@@ -41,9 +41,11 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop, NCHW
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
 
-bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % per recipe when $(ACDC_DIR) exists (25 models of ~160 CPU s measured: ~35 min more, est.)
+bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % per recipe when $(ACDC_DIR) exists (25 models of ~160 CPU s measured: ~35 min more, est.), then its rounds from scratch vs warm-started on a fixed chain of picks at 2-5 % (35 models: 33 min on 2 cores, measured)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \
 	  $$([ -d "$(ACDC_DIR)" ] && echo --acdc $(ACDC_DIR))
+	if [ -d "$(ACDC_DIR)" ]; then $(BIN)/python benchmarks/bench_stability.py --acdc $(ACDC_DIR) --acdc-chain \
+	  --seeds 5 --jobs 2 --out runs/stability; fi
 
 bench-related: install  ## CPU cost of ARCO rounds, SP-Con epochs and k-NN propagation vs the quick round, one thread (ACDC 128 px when runs/acdc/acdc128.zarr exists, else phantoms; ~10 min est.)
 	$(BIN)/python benchmarks/bench_related.py --iterations 30 $$([ -e runs/acdc/acdc128.zarr ] && echo --store runs/acdc/acdc128.zarr)

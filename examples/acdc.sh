@@ -5,7 +5,8 @@
 # Split by patient (data README): train 001-060, validation 061-070, test 071-080.
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
 #        stochastic-batches; budgets 2,3,4,5,10 %; 3 seeds; GCL encoders of 5 epochs at
-#        64 px; a 16-channel UNet/DMPLS per round, 300 iterations, AdamW at lr 1e-3,
+#        64 px; a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the
+#        previous round's model, AdamW at lr 1e-3,
 #        class-balanced CE, degenerate models retried from another seed (the loop's
 #        quick preset); 1 model per round, 2 for stochastic-batches (which scores with an
 #        ensemble; the preset's ensemble_models: its reported model is the better of the 2 on
