@@ -49,18 +49,18 @@ def test_pseudo_batch_loss_is_eq1_per_row():
 def test_pseudo_share_keeps_the_labelled_rows_share_of_every_batch():
     targets = torch.ones(40, 4, 4, dtype=torch.long)           # 4 labelled rows, then 36 pseudo
     is_p = torch.arange(40) >= 4
-    uniform = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, None))
+    uniform = mixed_sampler("uniform", targets, [1], (is_p, 0.1, None))
     plain = BatchSampler("uniform", targets, [1])
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert all(torch.equal(uniform(6, g1), plain(6, g2)) for _ in range(20))    # Belharbi's batches unchanged
-    shared = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.5))
+    shared = mixed_sampler("uniform", targets, [1], (is_p, 0.1, 0.5))
     g = torch.Generator().manual_seed(0)
     picks = torch.stack([shared(6, g) for _ in range(500)])
     assert (picks[:, :3] < 4).all() and (picks[:, 3:] >= 4).all()            # 3 labelled + 3 pseudo
     assert set(picks[:, 3:].flatten().tolist()) == set(range(4, 40))         # every pseudo row drawn
-    most = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.99))
+    most = mixed_sampler("uniform", targets, [1], (is_p, 0.1, 0.99))
     assert int((most(6, g) < 4).sum()) == 1                                   # at least one labelled row
-    again = mixed_sampler(BatchSampler, "uniform", targets, [1], (is_p, 0.1, 0.5))
+    again = mixed_sampler("uniform", targets, [1], (is_p, 0.1, 0.5))
     assert torch.equal(again(6, torch.Generator().manual_seed(0)), picks[0])
 
 

@@ -327,16 +327,16 @@ def _train_with_retries(work: Path, m: int, config, recipe, images, targets, val
     return rec
 
 
-def mixed_sampler(sampler_cls, kind: str, targets: torch.Tensor, foreground, pseudo=None):
+def mixed_sampler(kind: str, targets: torch.Tensor, foreground, pseudo=None):
     """The batch sampler: over every row (uniform over L u P, Belharbi's), or with a pseudo
     share s (``pseudo[2]``), round(s x B) rows drawn from the pseudo rows (after the labelled
     ones) and the rest by ``kind`` from the labelled rows."""
-    share = pseudo[2] if pseudo is not None and len(pseudo) > 2 else None
+    share = pseudo[2] if pseudo is not None else None
     if share is None:
-        return sampler_cls(kind, targets, foreground)
+        return BatchSampler(kind, targets, foreground)
     n_lab = int((~pseudo[0]).sum())
     n_p = targets.shape[0] - n_lab
-    labelled = sampler_cls(kind, targets[:n_lab], foreground)
+    labelled = BatchSampler(kind, targets[:n_lab], foreground)
 
     def sample(batch_size: int, gen: torch.Generator) -> torch.Tensor:
         k = min(batch_size - 1, int(round(share * batch_size))) if n_p else 0
@@ -407,7 +407,7 @@ def _train_member(mdir: Path, config, recipe, images, targets, val, fill, seed, 
         arco = Arco(net, semi[0], semi[1], config["num_classes"], config["base_channels"]).to(dev)
     opt = make_optimizer(recipe["optimizer"], list(net.parameters()) + (list(arco.trainable()) if arco else []), lr)
     gen = torch_generator(seed)
-    sample = mixed_sampler(BatchSampler, recipe["sampler"], targets, list(range(1, config["num_classes"])), pseudo)
+    sample = mixed_sampler(recipe["sampler"], targets, list(range(1, config["num_classes"])), pseudo)
     weights = ce_weights(recipe["class_weights"], targets, config["num_classes"],
                             ignore=config["unannotated"] if config["model"] == "dmpls" else None)
     state = MemberState.resume(mdir, net, opt, gen, dev, extra=arco)
