@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +216,12 @@ def test_run_dirs_sharing_a_method_are_labelled_not_refused(tmp_path):
     m = bootstrap_report([tmp_path / "ablation-a", tmp_path / "ablation-b"], tmp_path / "out", n_boot=50,
                          plot_png=False)
     assert sorted(m["table"]["methods"]) == ["a", "b", "coreset [ablation-a]", "coreset [ablation-b]"]
+    r = subprocess.run([sys.executable, "-m", "alseg_cli", "bootstrap", str(tmp_path / "ablation-a"),
+                        str(tmp_path / "ablation-b"), "-o", str(tmp_path / "out2"), "--no-plot", "--n-boot", "20",
+                        "--compare", "coreset [ablation-a]"], capture_output=True, encoding="utf-8",
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert "coreset [ablation-b]" in r.stderr      # printed as text, not swallowed as Rich markup
 
 
 def test_annotation_cost_axis_across_full_weak_and_volume_runs(tmp_path):

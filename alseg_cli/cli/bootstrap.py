@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import emit, err_console, handle_errors
@@ -57,7 +58,7 @@ def command(
     if manifest.get("compare"):
         err_console.print(rich_compare(manifest["compare"]))
     for warning in manifest["table"]["warnings"]:
-        err_console.print(f"[yellow]alseg: warning:[/] {warning}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]alseg: warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     emit(manifest)
 
 
@@ -69,7 +70,8 @@ def _grid(title, first, labels, budgets, rows, key, cell, caption=None):
         t.add_column(f"{b:g}%", justify="right")
     found = {(r[key], r["budget"]): r for r in rows}
     for label in labels:
-        t.add_row(label, *("" if (label, b) not in found else cell(found[(label, b)]) for b in budgets))
+        # labels and cells are text: "coreset [run-a]" must not read as Rich markup
+        t.add_row(escape(label), *("" if (label, b) not in found else cell(found[(label, b)]) for b in budgets))
     return t
 
 
@@ -87,11 +89,11 @@ def rich_compare(comp):
     """METHOD − other per budget: difference [95 % interval] and the share of resamples it leads."""
     return _grid(f"{comp['method']} − other: paired difference [95 % interval] (share ahead)", "vs",
                  comp["others"], comp["budgets"], comp["rows"], "other",
-                 lambda r: f"{r['text']} ({100 * r['ahead']:.0f}%)")
+                 lambda r: escape(f"{r['text']} ({100 * r['ahead']:.0f}%)"))
 
 
 def rich_table(table):
     """The bootstrap table as a Rich renderable (methods x budgets, mean ± error, best in bold)."""
     return _grid(table["title"], "method", table["methods"], table["budgets"], table["rows"], "method",
-                 lambda r: f"[bold]{r['text']}[/bold]" if r["best"] else r["text"],
+                 lambda r: f"[bold]{escape(r['text'])}[/bold]" if r["best"] else escape(r["text"]),
                  caption=table.get("footnote") or None)
