@@ -18,7 +18,7 @@ $(BIN)/alseg: pyproject.toml
 	$(BIN)/pip install -q -e ".[test,ray]"
 	touch $(BIN)/alseg
 
-test: install  ## the default test suite (~3.5 min on 2 cores, measured)
+test: install  ## the default test suite (~4 min on 2 idle cores, measured)
 	PYTHONUTF8=1 $(BIN)/python -m pytest -q
 
 test-all: install  ## every test, slow ones included
