@@ -338,10 +338,9 @@ def mixed_sampler(kind: str, targets: torch.Tensor, foreground, pseudo=None):
     n_p = targets.shape[0] - n_lab
     labelled = BatchSampler(kind, targets[:n_lab], foreground)
 
-    def sample(batch_size: int, gen: torch.Generator) -> torch.Tensor:
-        k = min(batch_size - 1, int(round(share * batch_size))) if n_p else 0
-        pick = labelled(batch_size - k, gen)
-        return torch.cat([pick, n_lab + torch.randint(0, n_p, (k,), generator=gen)]) if k else pick
+    def sample(batch_size: int, gen: torch.Generator) -> torch.Tensor:    # (pseudo rows exist: n_p > 0)
+        k = min(batch_size - 1, int(round(share * batch_size)))
+        return torch.cat([labelled(batch_size - k, gen), n_lab + torch.randint(0, n_p, (k,), generator=gen)])
     return sample
 
 
