@@ -180,9 +180,9 @@ def _acdc_store(acdc_dir: Path, out: Path) -> Path:
 
 def warm_chain(job):
     """One training seed's rounds after the first, each model started from the previous one."""
-    store, sels, first, out, seeds, options = job
+    store, sels, first, rdirs, seeds, options = job
     prev, records = first, []
-    for sel, rdir, seed in zip(sels, out, seeds):
+    for sel, rdir, seed in zip(sels, rdirs, seeds):
         records.append(train_one((store, sel, rdir, seed, {**options, "init": str(Path(prev) / "model")})))
         prev = rdir
     return records

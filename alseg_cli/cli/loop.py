@@ -80,8 +80,8 @@ def command(
                                          "(exit code 75) until `alseg import-labels` writes the round's "
                                          "labelled.json; rerun the same command to train and go on."),
     warm_start: Optional[bool] = typer.Option(None, "--warm-start/--from-scratch", help="Start each round's "
-                                              "model from the previous round's (train-seg --init) instead of "
-                                              "from scratch (the paper's protocol)."),
+                                              "model from the previous round's (train-seg --init; the quick "
+                                              "preset's default) instead of from scratch (the paper's protocol)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live summary on stderr."),
 ):
     """Run whole active-learning experiments: rounds x methods x seeds, resumable.
