@@ -1,9 +1,20 @@
-"""Device choice and seeded generators (never global random state)."""
+"""Device choice, input memory layout and seeded generators (never global random state)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import AlsegError
+
+
+def like_weights(net, x):
+    """x channels-last when the network's first conv is (else every layer converts it)."""
+    import torch
+
+    conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is not None and x.dim() == 4 and not conv.weight.is_contiguous() \
+            and conv.weight.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def resolve_device(device: str = "auto"):

@@ -8,6 +8,9 @@ masks up front and runs the passes with folded batch-norm, channels-last activat
 deterministic stem once per slice (alseg_cli/segmentation/mc.py). Both score the same slices
 with the same seeds; the largest BALD difference between them is printed (float rounding).
 The per-round figure extrapolates to --pool slices (ACDC 128 px's unlabelled pool is ~1,100).
+It also prints the arithmetic floor of a round: the passes' floating-point operations (counted
+by torch's FlopCounterMode) at the rate of a large float32 matrix product on the same threads,
+timed in the same run, the most a CPU kernel sustains.
 Without --store, phantoms at --size are written to a temporary folder.
 """
 from __future__ import annotations
@@ -45,6 +48,27 @@ def alseg_scores(model_dir, store, idx, samples, seed, batch):
         [model_dir], store, idx, mode="mc", samples=samples, seed=seed, device="cpu", batch_size=batch)])
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GEMM rate on the current threads: the ceiling for convolution kernels."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def pass_gflop(net, size: int, channels: int) -> float:
+    """Floating-point operations of one eval forward over one slice, in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.eval()(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() / 1e9
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store")
@@ -76,6 +100,8 @@ def main(argv=None):
         store = DatasetStore(store_path)
         idx = store.indices("train")[: a.slices]
         net = load_model(model_dir, device="cpu")
+        gflop = pass_gflop(net, a.size, store.channels)
+        gemm = matmul_gflops()
         times = {"plain": [], "alseg": []}
         for _ in range(a.repeats):          # alternate the two paths so drift hits both
             t = time.perf_counter()
@@ -92,6 +118,9 @@ def main(argv=None):
         print(f"  {k:6s} {per[k] * 1000:7.1f} ms/slice  -> {per[k] * a.pool / 60:5.2f} min per {a.pool}-slice round")
     print(f"  ratio alseg/plain speed: {best['plain'] / best['alseg']:.2f}x;  max |BALD difference| "
           f"{np.abs(want - got).max():.2e} (scores up to {np.abs(want).max():.2e})")
+    floor = gflop * a.samples * a.pool / gemm
+    print(f"  floor: {gflop:.2f} GFLOP per pass and slice at the measured {gemm:.0f} GFLOP/s float32 GEMM "
+          f"-> {floor / 60:.2f} min per round; alseg runs at {floor / (per['alseg'] * a.pool):.0%} of that rate")
 
 
 if __name__ == "__main__":

@@ -259,3 +259,28 @@ def test_real_shell_pipe_into_select(phantom_store, tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout.strip().splitlines()[-1])
     assert m["kind"] == "selection" and len(m["selected"]) == 13   # floor(10% of 130 train slices)
+
+
+def test_inference_trunk_folds_batch_norm_exactly():
+    """embed's trunk (BN folded, channels-last) equals the plain eval trunk to float rounding,
+    with non-trivial running statistics; the original network is left untouched."""
+    from alseg_cli.device import like_weights
+    from alseg_cli.encoders.models import inference_trunk, resnet_trunk
+
+    torch.manual_seed(0)
+    net = resnet_trunk("resnet18", 1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.3, 3.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    x = torch.randn(5, 1, 64, 64)
+    fast = inference_trunk(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert like_weights(fast, x).is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = net.eval()(x)
+        got = fast(like_weights(fast, x))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)

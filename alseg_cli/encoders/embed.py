@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import resolve_device
+from ..device import like_weights, resolve_device
 from ..errors import AlsegError
 from ..manifest import make_manifest
 from ..progress import as_reporter
 from ..registry import Registry
 from ..store import DatasetStore, write_embeddings
-from .models import ARCHS, GCLEncoder, load_torchvision
+from .models import ARCHS, GCLEncoder, inference_trunk, load_torchvision
 
 SPEC_KINDS = Registry("encoder kind")
 # A loader returns (model or None, input size or None, encoder description dict).
@@ -52,13 +52,13 @@ def load_alseg(spec: str, channels: int, **_):
             "groups": list(cfg.get("groups", [])), "weights": cfg.get("weights"), "tau": cfg.get("tau")}
     if loss == "sp-supcon":
         info.update(meta=cfg.get("meta"), lambdas=cfg.get("lambdas"))
-    return _Trunk(model), int(cfg["size"]), info
+    return inference_trunk(_Trunk(model)), int(cfg["size"]), info
 
 
 @SPEC_KINDS.register("torchvision", "resnet18:PATH.pth / resnet50:PATH.pth: a local torchvision state dict")
 def load_tv(spec: str, channels: int, **_):
     arch, _, path = spec.partition(":")
-    model = load_torchvision(arch, path, channels)
+    model = inference_trunk(load_torchvision(arch, path, channels))
     return model, None, {"spec": spec, "kind": "torchvision", "gcl": False, "groups": [], "arch": arch,
                          "weights_file": str(Path(path).resolve())}
 
@@ -161,6 +161,7 @@ def run_encoder(model, images_fn, n: int, size: Optional[int], dev, batch_size: 
             if size and x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=size < x.shape[-1])
+            x = like_weights(model, x)
             with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
                 y = model(x)
             if isinstance(y, (tuple, list)):

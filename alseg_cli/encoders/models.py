@@ -26,6 +26,16 @@ def resnet_trunk(arch: str = "resnet18", in_channels: int = 1) -> nn.Module:
     return net
 
 
+def inference_trunk(net: nn.Module) -> nn.Module:
+    """An eval-mode copy for embedding: batch-norm folded into the convolutions (running
+    stats), channels-last weights. On one CPU thread, ResNet-18 at 64 px embeds 1.3-1.5x
+    faster than the plain eval trunk (bench_pretrain.py); outputs equal to float rounding
+    (~1e-5). Pass inputs through ``like_weights``."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(net.eval()).to(memory_format=torch.channels_last)
+
+
 class GCLEncoder(nn.Module):
     """ResNet trunk (512-d pooled feature, the embedding) + projection head for the loss
     only: Linear(512, 512) -> ReLU -> Linear(512, 64) (method.md section 2)."""

@@ -20,6 +20,8 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn as nn
 
+from ..device import like_weights
+
 
 def inference_copy(net: nn.Module, channels_last: bool = True) -> nn.Module:
     """An eval-mode copy with every conv-BN pair folded into one conv (running stats), channels-last.
@@ -37,15 +39,6 @@ def inference_copy(net: nn.Module, channels_last: bool = True) -> nn.Module:
                     module[i] = fuse_conv_bn_eval(layers[i], layers[i + 1])
                     module[i + 1] = nn.Identity()
     return net.to(memory_format=torch.channels_last) if channels_last else net
-
-
-def like_weights(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """x in the memory layout of the network's first conv (channels-last in, channels-last out)."""
-    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    if conv is not None and x.dim() == 4 and conv.weight.is_contiguous(memory_format=torch.channels_last) \
-            and not conv.weight.is_contiguous():
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 def mc_split(net: nn.Module) -> Tuple[Callable, Callable]:

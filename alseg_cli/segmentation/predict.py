@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..device import load_checkpoint, resolve_device
+from ..device import like_weights, load_checkpoint, resolve_device
 from ..errors import AlsegError
 from ..manifest import load_manifest
 from ..store import DatasetStore
 from .labels import check_compatible
-from .mc import inference_copy, like_weights, mc_passes
+from .mc import inference_copy, mc_passes
 from .nets import build_network
 
 
