@@ -173,6 +173,53 @@ def test_pretrain_once_per_seed_and_reused(tmp_path, dataset):
         run_loop(tmp_path / "other", backend=FakeBackend(), **options(dataset, methods="gcl-coreset"))
 
 
+def test_finished_chains_need_no_encoder_or_embeddings(tmp_path, dataset):
+    """A run's records kept without its encoders and embedding stores (only configs,
+    selections, evaluations and markers) resume without pretraining or embedding again;
+    a seed added later gets its own encoder and embeddings, and only those."""
+    import shutil
+
+    out = tmp_path / "run"
+    opts = options(dataset, methods="gcl-coreset,coreset", seeds="0")
+    run_loop(out, backend=FakeBackend(), pretrain=True, **opts)
+    shutil.rmtree(out / "encoders")
+    shutil.rmtree(out / "embeddings")
+    be = FakeBackend()
+    m = run_loop(out, backend=be, pretrain=True, **opts)
+    assert be.calls == [] and m["steps_run"] == 0
+    be = FakeBackend()
+    run_loop(out, backend=be, pretrain=True, **options(dataset, methods="gcl-coreset,coreset", seeds="0,1"))
+    assert sorted((c[0], Path(c[1]).name) for c in be.calls if c[0] in ("pretrain", "embed")) == [
+        ("embed", "pixels.zarr"), ("embed", "seed1.zarr"), ("pretrain", "seed1")]
+    assert all("seed1" in c[1] for c in be.calls if c[0] in ("select", "train", "evaluate"))
+
+
+def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
+    """examples/keep_records.sh: finished chains of the seeds asked for, no model or encoder
+    directories; a loop resumed from the copy has nothing to redo; an unfinished chain is
+    left out; a directory that is not a run is one line and exit 2."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "keep_records.sh"
+    out = tmp_path / "run"
+    opts = options(dataset, methods="gcl-coreset,random", seeds="0,1")
+    run_loop(out, backend=FakeBackend(), pretrain=True, **opts)
+    (out / "random/seed1/round10/.done/evaluate.json").unlink()      # as if killed mid-round
+    rec = tmp_path / "records"
+    done = subprocess.run(["bash", str(script), str(out), str(rec), "0", "1"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 finished chains" in done.stderr and "1 unfinished" in done.stderr
+    assert sorted(p.parent.name + "/" + p.name for p in rec.glob("*/seed*")) == [
+        "gcl-coreset/seed0", "gcl-coreset/seed1", "random/seed0"]
+    assert not list(rec.rglob("model")) and not (rec / "encoders").exists() and not (rec / "embeddings").exists()
+    assert selections(rec) == {k: v for k, v in selections(out).items() if not k.startswith("random/seed1")}
+    be = FakeBackend()
+    run_loop(rec, backend=be, pretrain=True, **options(dataset, methods="gcl-coreset,random", seeds="0"))
+    assert be.calls == []
+    bad = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
 def test_resume_refuses_changed_settings(tmp_path, dataset):
     out = tmp_path / "run"
     run_loop(out, backend=FakeBackend(), **options(dataset, methods="random", seeds="0"))

@@ -18,10 +18,23 @@ from ..manifest import make_manifest
 from ..progress import as_reporter
 from . import progress as loop_progress
 from .backend import can_start_cold, load_backend, method_of, models_for, needs_model
-from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys, run_chain,
-                    seed_ready, seed_task, set_threads, shared_task, step_task, uses_pixels, write_rounds)
+from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys,
+                    propagation_embeddings, run_chain, seed_ready, seed_task, set_threads, shared_task, step_task,
+                    uses_pixels, write_rounds)
 from .config import check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
+
+
+def embeddings_needed(cfg: Dict[str, Any], run_dir) -> set:
+    """The embeddings keys some unfinished chain still selects or propagates with. A finished
+    chain needs none, so a run whose encoders and embedding stores were deleted (or a run's
+    records kept without them) resumes without pretraining again."""
+    needed = set()
+    for name in cfg["methods"]:
+        for seed in cfg["seeds"]:
+            if len(chain_records(cfg, run_dir, name, seed)) < len(cfg["budgets"]):
+                needed.update({chain_embeddings(cfg, name, seed), propagation_embeddings(cfg, name, seed)})
+    return needed - {None}
 
 
 def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
@@ -37,17 +50,19 @@ def task_graph(cfg: Dict[str, Any], run_dir: Path, backend) -> List[Task]:
         gpus = cfg.get(f"gpus_per_{kind}", 0.0) if kind in ("pretrain", "select", "train", "evaluate") else 0.0
         return Task(key, kind, fn, args, tuple(deps), threads, {"num_cpus": cfg["cpus_per_task"], "num_gpus": gpus})
     tasks = []
-    if uses_pixels(cfg):
+    needed = embeddings_needed(cfg, run_dir)
+    if uses_pixels(cfg) and "pixels" in needed:
         tasks.append(task("pixels", "embed", shared_task, (cfg, run_dir, backend)))
     for key in encoder_keys(cfg):
         for seed in cfg["seeds"]:
-            tasks.append(task(embeddings_key("encoder", seed, key), "pretrain", seed_task,
-                              (cfg, run_dir, seed, backend, key)))
+            if embeddings_key("encoder", seed, key) in needed:
+                tasks.append(task(embeddings_key("encoder", seed, key), "pretrain", seed_task,
+                                  (cfg, run_dir, seed, backend, key)))
     for name in cfg["methods"]:
         method = method_of(cfg, name)
         for seed in cfg["seeds"]:
             emb_key = chain_embeddings(cfg, name, seed)
-            emb = (emb_key,) if emb_key else ()
+            emb = (emb_key,) if emb_key in needed else ()
             chain = f"{name}/seed{seed}"
             if not ray:
                 tasks.append(task(chain, "chain", run_chain, (cfg, run_dir, name, seed, backend), emb))
@@ -144,7 +159,9 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
         finally:
             set_threads(cfg)
     try:
-        pending = [s for s in cfg["seeds"] if not seed_ready(cfg, run_dir, s)]
+        scheduled = {t.key for t in tasks}
+        pending = [s for s in cfg["seeds"] if not seed_ready(cfg, run_dir, s)
+                   and any(embeddings_key("encoder", s, k) in scheduled for k in encoder_keys(cfg))]
         if display and pending:
             keys = encoder_keys(cfg)
             loop_gcl = None in keys and cfg.get("pretrain") and not cfg.get("encoder")
