@@ -27,7 +27,7 @@ test-all: install  ## every test, slow ones included
 demo: install  ## phantoms -> tiny AL loop (random vs coreset vs gcl-coreset) -> table (a few minutes)
 	bash examples/demo.sh
 
-bench: bench-select bench-pretrain bench-train bench-score
+bench: bench-select bench-pretrain bench-train bench-score bench-unet3d
 
 bench-select: install  ## k-center greedy: pruned vs brute force vs a float64 cdist greedy, isotropic and clustered, 20k and 100k (~8 min est.: the two kernels now run twice each, alternated; 100k once took 4 min)
 	$(BIN)/python benchmarks/bench_select.py --sizes 20000,100000 --threads 1
@@ -40,6 +40,9 @@ bench-train: install  ## train-seg it/s vs a minimal plain-torch UNet loop, NCHW
 
 bench-score: install  ## BALD with 10 MC passes at 128 px: alseg's prediction path vs the plain loop of passes (~2 min)
 	$(BIN)/python benchmarks/bench_score.py --size 128 --samples 10 --slices 64 --threads 1
+
+bench-unet3d: install  ## 3D U-Net training steps: alseg's 3x3x3 convolutions vs nn.Conv3d on one ACDC-sized volume (~1 min)
+	$(BIN)/python benchmarks/bench_unet3d.py --depth 9 --size 128 --threads 1
 
 bench-stability: install  ## collapsed round models per recipe: the demo's rounds, 3 methods x 5 seeds x 3 budgets x 2 recipes (90 models of ~11 CPU s measured: ~10 min on 2 cores, est.); ACDC's training-seed spread at 5 % per recipe when $(ACDC_DIR) exists (25 models of ~160 CPU s measured: ~35 min more, est.), then its rounds from scratch vs warm-started on a fixed chain of picks at 2-5 % (35 models: 33 min on 2 cores, measured)
 	$(BIN)/python benchmarks/bench_stability.py --seeds 5 --recipes today,quick --jobs 2 --out runs/stability \

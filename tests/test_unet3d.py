@@ -101,3 +101,25 @@ def test_a_killed_3d_member_resumes_where_it_stopped(phantom_store, tmp_path):
     b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k])
+
+
+def test_cpu_3x3x3_convolution_equals_conv3d_with_its_gradients():
+    """Conv3x3x3's 2D form against F.conv3d with the same weights: outputs and the gradients of
+    input, weight and bias, at depths 1-5 and sizes that are not square."""
+    import torch
+    import torch.nn.functional as F
+
+    from alseg_cli.segmentation.nets import Conv3x3x3
+
+    torch.manual_seed(0)
+    for d, h, w in [(1, 6, 5), (2, 8, 8), (5, 7, 9)]:
+        conv = Conv3x3x3(3, 4)
+        x = torch.randn(2, 3, d, h, w, requires_grad=True)
+        g = torch.randn(2, 4, d, h, w)
+        got = conv(x)
+        gx, gw, gb = torch.autograd.grad(got, (x, conv.weight, conv.bias), g)
+        want = F.conv3d(x, conv.weight, conv.bias, padding=1)
+        wx, ww, wb = torch.autograd.grad(want, (x, conv.weight, conv.bias), g)
+        for a, b in [(got, want), (gx, wx), (gw, ww), (gb, wb)]:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)   # sums of ~10^3 products
+    assert set(conv.state_dict()) == {"weight", "bias"}      # checkpoints of nn.Conv3d load as before

@@ -206,6 +206,29 @@ def build_unet_resnet50(in_channels, num_classes, base_channels=16, backbone_wei
     return ResNet50UNet(in_channels, num_classes, base_channels, backbone_weights)
 
 
+class Conv3x3x3(nn.Conv3d):
+    """A 3x3x3 convolution (padding 1, the parameters and state dict of ``nn.Conv3d``) that on
+    CPU runs as one 2D convolution over the B x D slices, each slice's channels stacked with
+    those of the slices below and above it. The same function to float rounding, and 1.5-4x
+    faster with its backward on one thread: ATen sends a batch of one thick-slice volume
+    (N x C x D x H <= 20480, a heuristic for tiny inputs) to its slow native 3D kernel, while
+    the 2D form runs oneDNN's convolution."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3, padding=1)
+
+    def forward(self, x):
+        if x.device.type != "cpu":
+            return super().forward(x)
+        b, c, d, h, w = x.shape
+        padded = F.pad(x, (0, 0, 0, 0, 1, 1))
+        stacked = torch.cat([padded[:, :, k:k + d] for k in range(3)], dim=1)     # channel k*C + c
+        slices = stacked.transpose(1, 2).reshape(b * d, 3 * c, h, w)
+        weight = self.weight.transpose(1, 2).reshape(self.out_channels, 3 * c, 3, 3)
+        y = F.conv2d(slices, weight, self.bias, padding=1)
+        return y.reshape(b, d, self.out_channels, h, w).transpose(1, 2)
+
+
 class ConvBlock3d(nn.Module):
     """conv3x3x3-InstanceNorm-LeakyReLU twice (nnU-Net's block; instance norm suits batches of
     one or two volumes)."""
@@ -213,8 +236,8 @@ class ConvBlock3d(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(),
-            nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU())
+            Conv3x3x3(cin, cout), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(),
+            Conv3x3x3(cout, cout), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU())
 
     def forward(self, x):
         return self.body(x)
