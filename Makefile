@@ -7,7 +7,7 @@ ACDC_DIR ?= ../shared/data/acdc
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 campaign-acdc clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-unet3d bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 campaign-acdc clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -56,7 +56,7 @@ bench-related: install  ## CPU cost of ARCO rounds, SP-Con epochs and k-NN propa
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)
 
-acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (~3.5 h measured before the current training recipe and speed-ups; not re-timed) then weak (~3.5 h est.) supervision on 2 CPU cores
+acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (91 min measured for seed 0 alone with JOBS=2 beside other work: ~4.5 h for 3 seeds, est.) then weak (~4.5 h est.) supervision on 2 CPU cores; SEEDS=0 (or 1, 2) runs one seed
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 
@@ -64,7 +64,7 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 	PRESET=paper SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 
-figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at 3.1 s measured on an idle core, ~4 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
+figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at ~1.3 s on an idle core, 3.1 s measured before Conv3x3x3 divided by its 2.36x, ~1.5-2 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
 
 campaign-acdc: install  ## an annotation campaign on ACDC images through files (prep, pretrain, embed, select, export, simulated annotator, import-labels, train-seg, select, predict), each step timed into runs/campaign/times.txt (~15 min measured on a shared 2-core machine)
