@@ -30,7 +30,7 @@ def inference_trunk(net: nn.Module) -> nn.Module:
     """An eval-mode copy for embedding: batch-norm folded into the convolutions (running
     stats), channels-last weights. On one CPU thread, ResNet-18 at 64 px embeds 1.3-1.5x
     faster than the plain eval trunk (bench_pretrain.py); outputs equal to float rounding
-    (~1e-5). Pass inputs through ``like_weights``."""
+    (~1e-5). Pass inputs through ``device.like_weights``."""
     from torch.fx.experimental.optimization import fuse
 
     return fuse(net.eval()).to(memory_format=torch.channels_last)
