@@ -231,6 +231,37 @@ def test_resume_refuses_changed_settings(tmp_path, dataset):
     assert m["steps_run"] == 9 and all("seed3" in c[1] for c in be.calls)
 
 
+def test_a_run_follows_its_dataset_by_content_not_path(tmp_path):
+    """Records copied to another checkout resume on a store with the same content at another
+    path (also a run from before config.json kept the hash: the loop manifest's is used);
+    a store with other content, at the old path or a new one, is one clear error."""
+    def store(path, digest):
+        path.mkdir(parents=True)
+        (path / "zarr.json").write_text(json.dumps({"attributes": {"content_hash": digest * 64}}))
+        return str(path)
+
+    out = tmp_path / "run"
+    opts = dict(methods="random", seeds="0")
+    run_loop(out, backend=FakeBackend(), **options(store(tmp_path / "a.zarr", "1"), **opts))
+    moved = store(tmp_path / "elsewhere" / "a.zarr", "1")
+    be = FakeBackend()
+    assert run_loop(out, backend=be, **options(moved, **opts))["steps_run"] == 0 and be.calls == []
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["dataset"] == moved and saved["dataset_sha256"] == "1" * 64
+    with pytest.raises(AlsegError, match="other content"):
+        run_loop(out, backend=FakeBackend(), **options(store(tmp_path / "b.zarr", "2"), **opts))
+    del saved["dataset_sha256"]                       # as written before hashes were kept
+    write_json(out / "config.json", saved, force=True)
+    again = store(tmp_path / "third" / "a.zarr", "1")
+    assert run_loop(out, backend=FakeBackend(), **options(again, **opts))["steps_run"] == 0
+    saved = json.loads((out / "config.json").read_text())
+    del saved["dataset_sha256"]
+    write_json(out / "config.json", saved, force=True)
+    (out / "manifest.json").unlink()                  # no hash anywhere: the path decides
+    with pytest.raises(AlsegError, match="started with dataset="):
+        run_loop(out, backend=FakeBackend(), **options(moved, **opts))
+
+
 def test_missing_dataset(tmp_path):
     with pytest.raises(AlsegError, match="not found"):
         run_loop(tmp_path / "run", backend=FakeBackend(), dataset=str(tmp_path / "nope.zarr"))

@@ -304,6 +304,11 @@ def pretrained_network(cfg: Dict[str, Any]) -> bool:
     return bool(NETWORKS.info(cfg["model"]).get("needs_backbone"))
 
 
+# Input files a run is tied to by content, not by path: a moved store or encoder with the same
+# sha256 resumes (records copied to another checkout); the same path with new content does not.
+INPUT_KEYS = ("dataset", "encoder")
+
+
 def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
     """Refuse to resume a run directory with settings that would change its results."""
     for key in sorted(set(saved) | set(cfg)):
@@ -311,6 +316,9 @@ def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
             continue
         if key not in saved:
             continue        # a setting newer than the run directory: its later steps use it
+        if key in INPUT_KEYS or (key.endswith("_sha256") and key[:-7] in INPUT_KEYS):
+            _check_input(saved, cfg, key.replace("_sha256", ""), path)
+            continue
         if key == "variants":    # variants may be added; a variant already run may not change
             changed = [n for n, v in (saved.get(key) or {}).items() if (cfg.get(key) or {}).get(n, v) != v]
             if changed:
@@ -321,3 +329,17 @@ def check_compatible(saved: Dict[str, Any], cfg: Dict[str, Any], path) -> None:
             raise AlsegError(
                 f"{path}: this run was started with {key}={saved.get(key)!r}, not {cfg.get(key)!r}; "
                 "rerun with the same settings to resume, or use another -o RUN_DIR")
+
+
+def _check_input(saved: Dict[str, Any], cfg: Dict[str, Any], key: str, path) -> None:
+    """The same content at any path resumes; other content, or another path whose content
+    cannot be told (a run from before hashes were kept), is refused."""
+    was, now = saved.get(key + "_sha256"), cfg.get(key + "_sha256")
+    if was is not None and now is not None:
+        if was != now:
+            raise AlsegError(f"{path}: the {key} {cfg.get(key)} has other content than the one this run "
+                             f"was started with (sha256 {was[:12]}..., now {now[:12]}...); "
+                             "rerun on that one to resume, or use another -o RUN_DIR")
+    elif saved.get(key) != cfg.get(key):
+        raise AlsegError(f"{path}: this run was started with {key}={saved.get(key)!r}, not {cfg.get(key)!r}; "
+                         "rerun with the same settings to resume, or use another -o RUN_DIR")

@@ -14,14 +14,15 @@ from typing import Any, Dict, List, Optional
 
 from ..atomic import write_json
 from ..errors import AlsegError
-from ..manifest import make_manifest
+from ..manifest import content_hash, make_manifest
 from ..progress import as_reporter
+from ..segmentation.labels import recorded_dataset_hash
 from . import progress as loop_progress
 from .backend import can_start_cold, load_backend, method_of, models_for, needs_model
 from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys,
                     propagation_embeddings, run_chain, seed_ready, seed_task, set_threads, shared_task, step_task,
                     uses_pixels, write_rounds)
-from .config import check_compatible, resolve_config, round_name
+from .config import INPUT_KEYS, check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
 
 
@@ -110,8 +111,13 @@ def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
     """Write RUN_DIR/config.json, or check a resumed run's settings against it."""
     import json
     path = run_dir / "config.json"
+    for key in INPUT_KEYS:
+        # (an encoder template, e.g. enc/seed{seed}, is tied by its text)
+        cfg[key + "_sha256"] = content_hash(cfg[key]) if cfg.get(key) and Path(cfg[key]).exists() else None
     if path.exists():
         saved = json.loads(path.read_text())
+        if saved.get("dataset_sha256") is None:     # a run from before hashes were kept here
+            saved["dataset_sha256"] = recorded_dataset_hash(run_dir / "manifest.json")
         check_compatible(saved, cfg, path)
         # remember the union of methods and seeds ever run here
         cfg_saved = dict(cfg)
