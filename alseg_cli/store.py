@@ -10,7 +10,8 @@ Dataset store (``attrs.format == "alseg.dataset"``):
     native/<k>/mask                    per volume k, native-resolution mask (Z, H0, W0)
     attrs: format, version, num_classes, classes, unannotated, channels, size,
            volumes (list of {name, patient, shape, spacing, affine, source, native}),
-           source, preprocessing, content_hash
+           source, preprocessing, content_hash, annotations and earlier_content_hashes
+           (what `alseg import-labels` added, and the hashes the store had before)
 Embeddings store (``attrs.format == "alseg.embeddings"``):
     vectors (N, D) float32 or float16; slice_id (N,) strings; attrs: encoder, dataset.
 
@@ -42,6 +43,15 @@ PSEUDO_FORMAT = "alseg.pseudo-labels"
 EMBEDDINGS_FORMAT = "alseg.embeddings"
 STORE_VERSION = 1
 SHARD_SLICES = 64
+LINEAGE = "earlier_content_hashes"
+
+
+def earlier_hashes(path) -> List[str]:
+    """The content hashes a dataset store had before `alseg import-labels` rewrote it."""
+    meta = Path(path) / "zarr.json"
+    if not meta.is_file():
+        return []
+    return list(json.loads(meta.read_text()).get("attributes", {}).get(LINEAGE, []))
 
 
 def _strings(group, name: str, values: Sequence[str]) -> None:

@@ -30,7 +30,7 @@ from ..errors import AlsegError
 from ..integrity import finish_store
 from ..io.readers import Ref, read, reader_for
 from ..manifest import make_manifest
-from ..store import AVAILABLE, SHARD_SLICES, DatasetStore
+from ..store import AVAILABLE, LINEAGE, SHARD_SLICES, DatasetStore
 from .export import safe_name
 
 KINDS = ("masks", "scribbles")
@@ -227,5 +227,8 @@ def _rewrite(store: DatasetStore, kind: str, labels: np.ndarray, have: np.ndarra
         for vi in attrs["volumes"]:
             vi["has_mask" if kind == "masks" else "has_scribble"] = bool(have[vols == vi["name"]].any())
         attrs["annotations"] = list(attrs.get("annotations", [])) + provenance
+        # the hashes this store had before each import: a `loop --human` run started on an
+        # earlier version resumes on this one (its labels are the campaign's own)
+        attrs[LINEAGE] = list(attrs.get(LINEAGE, [])) + [store.attrs["content_hash"]]
         root.attrs.update({**attrs, **extra_attrs})
         finish_store(tmp, root)

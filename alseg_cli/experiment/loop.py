@@ -17,6 +17,7 @@ from ..errors import AlsegError
 from ..manifest import content_hash, make_manifest
 from ..progress import as_reporter
 from ..segmentation.labels import recorded_dataset_hash
+from ..store import earlier_hashes
 from . import progress as loop_progress
 from .backend import can_start_cold, load_backend, method_of, models_for, needs_model
 from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys,
@@ -118,6 +119,8 @@ def start_run_dir(cfg: Dict[str, Any], run_dir: Path) -> None:
         saved = json.loads(path.read_text())
         if saved.get("dataset_sha256") is None:     # a run from before hashes were kept here
             saved["dataset_sha256"] = recorded_dataset_hash(run_dir / "manifest.json")
+        if cfg.get("human") and saved["dataset_sha256"] in earlier_hashes(cfg["dataset"]):
+            saved["dataset_sha256"] = cfg["dataset_sha256"]   # the campaign's own imports since
         check_compatible(saved, cfg, path)
         # remember the union of methods and seeds ever run here
         cfg_saved = dict(cfg)
