@@ -11,6 +11,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 RUN_DIR DEST_DIR [SEED ...]" >&2; exit 2; }
 RUN=$1 DEST=$2; shift 2
 [ -e "$RUN/config.json" ] || { echo "$0: $RUN is not a loop run directory (no config.json)" >&2; exit 2; }
+BUDGETS=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["budgets"]))' "$RUN/config.json")
 PATHS=(./config.json)
 [ -e "$RUN/manifest.json" ] && PATHS+=(./manifest.json)
 kept=0 left=0
@@ -21,7 +22,9 @@ for chain in "$RUN"/*/seed*/; do
   if [ $# -gt 0 ] && [[ " $* " != *" $seed "* ]]; then continue; fi
   rounds=("$chain"round*/)
   [ ${#rounds[@]} -gt 0 ] || continue            # encoders/seed<k>: not a chain
-  finished=1
+  # finished: every round of the schedule evaluated (a chain killed before its later rounds
+  # began has fewer round folders than budgets)
+  finished=$([ ${#rounds[@]} -eq "$BUDGETS" ] && echo 1 || echo 0)
   for round in "${rounds[@]}"; do [ -e "$round.done/evaluate.json" ] || finished=0; done
   if [ "$finished" = 1 ]; then PATHS+=("$name"); kept=$((kept + 1)); else left=$((left + 1)); fi
 done

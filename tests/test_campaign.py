@@ -239,7 +239,7 @@ def test_loop_human_rounds_pause_for_annotation(campaign, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "alseg_cli", "loop", "-o", str(run), "--dataset", str(pool), "--methods", "random",
            "--seeds", "0", "--budgets", "10,20", "--iterations", "3", "--base-channels", "4", "--device", "cpu",
-           "--human", "--no-progress"]
+           "--human", "--warm-start", "--no-progress"]
 
     def annotate(round_dir):
         rows, painted = _paint(round_dir / "export", truth)
@@ -267,8 +267,10 @@ def test_loop_human_rounds_pause_for_annotation(campaign, tmp_path):
     third = subprocess.run(cmd, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert json.loads((r2 / ".done" / "evaluate.json").read_text())["skipped"].startswith("no fully annotated")
+    inits = [json.loads((r / "model" / "manifest.json").read_text())["args"].get("init") for r in (r1, r2)]
+    assert inits == [None, str(r1 / "model")]      # a human round warm-starts from the one before
     shutil.rmtree(run)
-    bad = subprocess.run(cmd[:-2] + ["--methods", "random,coreset", "--human"], capture_output=True, text=True)
+    bad = subprocess.run(cmd[:-3] + ["--methods", "random,coreset", "--human"], capture_output=True, text=True)
     assert bad.returncode == 1 and "one method, one seed" in bad.stderr
 
 

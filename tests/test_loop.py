@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -205,14 +206,15 @@ def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     opts = options(dataset, methods="gcl-coreset,random", seeds="0,1")
     run_loop(out, backend=FakeBackend(), pretrain=True, **opts)
     (out / "random/seed1/round10/.done/evaluate.json").unlink()      # as if killed mid-round
+    shutil.rmtree(out / "gcl-coreset/seed1/round10")                   # killed before its last round
     rec = tmp_path / "records"
     done = subprocess.run(["bash", str(script), str(out), str(rec), "0", "1"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "3 finished chains" in done.stderr and "1 unfinished" in done.stderr
+    assert "2 finished chains" in done.stderr and "2 unfinished" in done.stderr
     assert sorted(p.parent.name + "/" + p.name for p in rec.glob("*/seed*")) == [
-        "gcl-coreset/seed0", "gcl-coreset/seed1", "random/seed0"]
+        "gcl-coreset/seed0", "random/seed0"]
     assert not list(rec.rglob("model")) and not (rec / "encoders").exists() and not (rec / "embeddings").exists()
-    assert selections(rec) == {k: v for k, v in selections(out).items() if not k.startswith("random/seed1")}
+    assert selections(rec) == {k: v for k, v in selections(out).items() if k.split("/")[1] == "seed0"}
     be = FakeBackend()
     run_loop(rec, backend=be, pretrain=True, **options(dataset, methods="gcl-coreset,random", seeds="0"))
     assert be.calls == []

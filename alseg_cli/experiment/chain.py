@@ -278,6 +278,8 @@ def human_step(cfg, run_dir: Path, name: str, seed: int, r: int, step: str, rd: 
         options.setdefault("val_split", "val" if has_val else "none")
         if options["val_split"] == "none":
             options.pop("retries", None)
+        if cfg.get("warm_start") and prev is not None:     # the campaign's model keeps learning
+            options["init"] = str(prev / "model")
         return runner.run(rd, "train", lambda: backend.train(
             dataset=cfg["dataset"], labels=str(labelled), out=model_dir, supervision=cfg["supervision"],
             iterations=iterations_for(cfg, float(round_budgets(cfg)[r].fraction * 100)), ensemble=models_for(cfg, method),
