@@ -4,7 +4,8 @@
 #   METHODS=a,b,...  SEEDS=0,1  (default: the preset's; a later run may add seeds or methods)
 # Split by patient (data README): train 001-060, validation 061-070, test 071-080.
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
-#        stochastic-batches; budgets 2,3,4,5,10 %; 3 seeds; GCL encoders of 5 epochs at
+#        stochastic-batches, spcon-coreset (its own SP-Con encoder per seed) and
+#        gcl-coreset+knn-prop (Belharbi's k-NN propagation, its defaults); budgets 2,3,4,5,10 %; 3 seeds; GCL encoders of 5 epochs at
 #        64 px; a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the
 #        previous round's model, AdamW at lr 1e-3,
 #        class-balanced CE, degenerate models retried from another seed (the loop's
@@ -23,7 +24,7 @@ if [ "$PRESET" = paper ]; then
   EXTRA=(--pretrain-epochs 100)
 else
   SIZE=128; DEVICE=${DEVICE:-cpu}
-  METHODS=${METHODS:-random,coreset,gcl-coreset,typiclust,bald,stochastic-batches}
+  METHODS=${METHODS:-random,coreset,gcl-coreset,typiclust,bald,stochastic-batches,spcon-coreset,gcl-coreset+knn-prop}
   EXTRA=(--pretrain-epochs 5)
 fi
 

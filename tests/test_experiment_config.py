@@ -143,3 +143,15 @@ def test_paper_preset_runs_the_pixel_baseline_at_the_working_size(phantom_store)
 
     assert pixels_size(resolve_config({"dataset": phantom_store, "preset": "paper"})) == DatasetStore(phantom_store).size
     assert pixels_size(resolve_config({"dataset": phantom_store, "preset": "quick"})) == 32
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "ablation.toml", "hippocampus.toml"])
+def test_example_configs_resolve(name):
+    """Every config in examples/ passes the setting checks as shipped (a typo there would stop
+    its make target only after its data were prepared)."""
+    from pathlib import Path
+
+    cfg = resolve_config({"dataset": "data.zarr"}, str(Path(__file__).resolve().parents[1] / "examples" / name))
+    assert cfg["methods"] and cfg["budgets"] == sorted(cfg["budgets"])
+    if name == "hippocampus.toml":
+        assert cfg["pretrain_options"] == {"size": 32} and cfg["warm_start"] is True and cfg["supervision"] == "full"
