@@ -8,7 +8,7 @@ HIPPO_DIR ?= ../shared/data/hippocampus
 JOBS    ?= 2
 TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-unet3d bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 hippocampus-quick campaign-acdc clean
+.PHONY: install test test-all demo bench bench-select bench-pretrain bench-train bench-score bench-unet3d bench-stability bench-typiclust bench-related acdc-quick acdc-paper ablation figure2 acdc-semi hippocampus-quick campaign-acdc clean
 
 install: $(BIN)/alseg  ## create .venv and install alseg (editable) with the test and Ray extras (~2.5 min on a clean clone, measured)
 
@@ -67,6 +67,9 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 
 figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at ~1.3 s on an idle core, 3.1 s measured before Conv3x3x3 divided by its 2.36x, ~1.5-2 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
+
+acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (ARCO rounds ~7 min, plain ~3 min on 2 jobs, measured; ~1.5 h on 2 cores with acdc-quick's encoders, est.)
+	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc_semi.sh
 
 hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, coreset, gcl-coreset, typiclust, spcon-coreset x 3 seeds x 2-10 %, then paired differences against gcl-coreset (a round ~85 CPU s measured; encoders of 3 epochs at 32 px; ~2 h on 2 cores est.); SEEDS=0 runs one seed
 	HIPPO_DIR=$(HIPPO_DIR) JOBS=$(JOBS) bash examples/hippocampus.sh

@@ -31,18 +31,9 @@ fi
 source "$(dirname "$0")/acdc_data.sh"
 
 RUN="$OUT/$PRESET-$SUPERVISION"
-# GCL pretraining does not depend on the supervision: a scribble run started after the full
-# run reuses its finished encoders (one per seed) instead of training them again.
+ALL_SEEDS=${SEEDS:-$([ "$PRESET" = paper ] && echo 0,1,2,3,4 || echo 0,1,2)}
 ENCODER=(--pretrain "${EXTRA[@]}")
-FULL_ENC="$OUT/$PRESET-full/encoders"
-if [ "$SUPERVISION" = scribble ] && [ ! -e "$RUN/config.json" ]; then
-  ALL_SEEDS=${SEEDS:-$([ "$PRESET" = paper ] && echo 0,1,2,3,4 || echo 0,1,2)}
-  ready=1
-  for s in ${ALL_SEEDS//,/ }; do [ -e "$FULL_ENC/.done/seed$s.json" ] || ready=0; done
-  [ "$ready" = 1 ] && ENCODER=(--encoder "$FULL_ENC/seed{seed}")
-elif [ -e "$RUN/config.json" ] && grep -q '"encoder": "' "$RUN/config.json"; then
-  ENCODER=(--encoder "$FULL_ENC/seed{seed}")   # resume a run begun that way
-fi
+[ "$SUPERVISION" = scribble ] && reuse_encoders "$RUN" "$OUT/$PRESET-full"
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
   --methods "$METHODS" "${ENCODER[@]}" --device "$DEVICE" --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"

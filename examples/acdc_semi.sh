@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Does selection still matter when the unlabelled slices are used? (`make acdc-semi`): random
+# and gcl-coreset at 2 and 5 %, each trained plainly and with ARCO (the `+arco` round modifier:
+# a mean teacher on the pool plus ARCO's pixel contrast), full masks, quick preset, 3 seeds,
+# then paired differences against gcl-coreset+arco. The GCL encoders are the full quick run's
+# when it has them all (acdc_data.sh), else trained here. Resumable.
+#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
+set -euo pipefail
+SIZE=128
+source "$(dirname "$0")/acdc_data.sh"
+RUN="$OUT/semi"
+ALL_SEEDS=${SEEDS:-0,1,2}
+ENCODER=(--pretrain --pretrain-epochs 5)
+reuse_encoders "$RUN" "$OUT/quick-full"
+$ALSEG loop -o "$RUN" --dataset "$DATA" --preset quick --methods random,gcl-coreset,random+arco,gcl-coreset+arco \
+  --budgets 2,5 --seeds "$ALL_SEEDS" "${ENCODER[@]}" --device cpu --jobs "$JOBS" > "$RUN.loop.json"
+$ALSEG bootstrap "$RUN" -o "$RUN-table" --compare gcl-coreset+arco --force > "$RUN.bootstrap.json"
+echo "semi: table $RUN-table/table.md, paired differences $RUN-table/compare.md" >&2
