@@ -362,9 +362,11 @@ def plot(table, path: Path, title: Optional[str] = None, x: str = "budget") -> N
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     name, _, scale = METRICS[table.get("metric", "dice")]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    seen = []
     for label in table["methods"]:
         rs = sorted((r for r in table["rows"] if r["method"] == label and (x == "budget" or r.get("cost"))),
                     key=lambda r: r[x])
@@ -375,8 +377,15 @@ def plot(table, path: Path, title: Optional[str] = None, x: str = "budget") -> N
         e = np.array([scale * r["error"] for r in rs])
         ax.plot(xs, y, marker="o", label=label)
         ax.fill_between(xs, y - e, y + e, alpha=0.2)
+        seen.extend(xs.tolist())
     if x == "cost":
         ax.set_xscale("log")
+        # plain numbers at 1-2-5 steps across the data, not matplotlib's 2x10^0 labels
+        ticks = [m * 10.0 ** k for k in range(-2, 3) for m in (1, 2, 5)]
+        lo, hi = (min(seen), max(seen)) if seen else (1.0, 100.0)
+        ax.set_xticks([t for t in ticks if lo / 1.5 <= t <= hi * 1.5] or [lo, hi])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("annotation cost (% of full masks on every training slice; scribble = 1/15)")
     else:
         ax.set_xlabel("annotated fraction of the pool (%)")
