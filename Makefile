@@ -65,7 +65,7 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 	PRESET=paper SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 
-figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (not run end to end; est.: the volume run's 8,100 3D iterations at ~1.3 s on an idle core, 3.1 s measured before Conv3x3x3 divided by its 2.36x, ~1.5-2 h on 2 cores; the slice runs are acdc-quick's gcl-coreset chains)
+figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (one seed's volume chain, 2,700 3D iterations: 1 h 49 min on one core shared with a 2-job loop, measured; ~1.9-2 s per iteration there; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
 
 acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (ARCO rounds ~7 min, plain ~3 min on 2 jobs, measured; ~1.5 h on 2 cores with acdc-quick's encoders, est.)
