@@ -57,7 +57,7 @@ bench-related: install  ## CPU cost of ARCO rounds, SP-Con epochs and k-NN propa
 bench-typiclust: install  ## TypiClust picks vs a literal official-algorithm port on ACDC pixel vectors, k-means inertia vs scikit-learn (~2 min)
 	$(BIN)/python benchmarks/bench_typiclust.py --acdc $(ACDC_DIR)
 
-acdc-quick: install  ## ACDC at 128 px, quick presets, 6 methods x 3 seeds x budgets 2-10 %, full (91 min measured for seed 0 alone with JOBS=2 beside other work: ~4.5 h for 3 seeds, est.) then weak (~4.5 h est.) supervision on 2 CPU cores; SEEDS=0 (or 1, 2) runs one seed
+acdc-quick: install  ## ACDC at 128 px, quick preset, 8 methods (random, coreset, gcl-coreset, typiclust, bald, stochastic-batches, spcon-coreset, gcl-coreset+knn-prop) x 3 seeds x budgets 2-10 %, full then weak supervision on 2 CPU cores: the six first methods cost ~165 CPU-min per seed (91 min wall for seed 0 with JOBS=2 beside other work, measured), the two others ~65 more: ~6 h per supervision, est.; SEEDS=0 (or 1, 2) runs one seed, METHODS=a,b a subset
 	PRESET=quick SUPERVISION=full ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 	PRESET=quick SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc.sh
 
