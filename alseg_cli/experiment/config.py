@@ -246,7 +246,7 @@ def _check_variants(cfg: Dict[str, Any]) -> None:
     """Named variants (the ablation's rows): [variants.NAME] with a registered ``method``, an
     optional ``embeddings`` (pixels | encoder) and optional ``pretrain_options`` (its own GCL
     encoder per seed). Every entry of methods is a registered method or a variant's name."""
-    from ..acquisition.methods import METHODS
+    from ..acquisition import METHODS       # the full registry (learned methods included)
     from .settings import _check_options
 
     variants = cfg["variants"]
