@@ -20,17 +20,5 @@ if [ ! -e "$DATA" ]; then
   $ALSEG prep "$ACDC_DIR" -o "$DATA" --size "$SIZE" --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
 fi
 
-# reuse_encoders RUN FULL_RUN: GCL pretraining does not depend on the supervision or the
-# schedule, so run RUN embeds with FULL_RUN's finished GCL encoders (one per seed of
-# $ALL_SEEDS) instead of training them again: ENCODER becomes --encoder FULL_RUN/encoders/
-# seed{seed} when they are all done, or when RUN was begun that way; else it is left as set.
-reuse_encoders() {
-  local run=$1 enc="$2/encoders" ready=1 s
-  if [ -e "$run/config.json" ]; then
-    grep -q '"encoder": "' "$run/config.json" && ENCODER=(--encoder "$enc/seed{seed}")
-    return 0
-  fi
-  for s in ${ALL_SEEDS//,/ }; do [ -e "$enc/.done/seed$s.json" ] || ready=0; done
-  [ "$ready" = 1 ] && ENCODER=(--encoder "$enc/seed{seed}")
-  return 0
-}
+# reuse_encoders RUN FULL_RUN (examples/encoders.sh)
+source "$(dirname "${BASH_SOURCE[0]}")/encoders.sh"
