@@ -11,7 +11,9 @@ volume versus to slices of other volumes (ratio < 1: volumes are tight).
 Without --dataset a phantom store (12 patients, 64 px) is made in a temporary folder.
 The plain embedding loop reads the slices from the store in one zarr call (timed, as embed
 reads them too) and runs a torchvision ResNet-18 trunk over them in batches; embed's own
-rate counts its loop from the first read to the last vector, the encoder load excluded.
+rate counts its loop from the first read to the last vector, the encoder load excluded;
+pretrain's counts its training loop, the checkpoint written after each epoch (weights and Adam
+state, ~130 MB, for --resume) excluded and printed beside it.
 The plain training loop does what pretrain does minus alseg's work: the same number of images per
 step (2 views x batch), forward, a cross-entropy on fixed labels, backward, Adam; no
 sampler, no augmentation, no group losses. Its slices/s counts a slice per 2 images, as
@@ -202,12 +204,13 @@ def main(argv=None):
     batch = default_batch_size(parse_groups(args.groups))
 
     # the two training paths alternate, best of --train-repeats each (a shared machine drifts)
-    train_rates, plain_train_rates = [], []
+    train_rates, plain_train_rates, ckpt_s = [], [], []
     for _ in range(args.train_repeats):
         reset_peak(dev)
         m = pretrain(dataset, tmp / "enc", groups=args.groups, epochs=args.epochs, size=args.size,
                      split=args.split, device=args.device, progress=False, force=True)
         train_rates.append(m["slices_per_s"])
+        ckpt_s.append(m["checkpoint_seconds"])
         mem_train = peak_mb(dev)
         reset_peak(dev)
         plain_train_rates.append(plain_train(images, batch, args.epochs, dev, amp))
@@ -232,13 +235,14 @@ def main(argv=None):
         "dataset": str(Path(dataset).resolve()), "split": args.split, "slices": int(images.shape[0]),
         "size": args.size, "epochs": args.epochs, "groups": args.groups, "batch_size": batch,
         "pretrain_slices_per_s": alseg_train, "plain_train_slices_per_s": plain_train_rate,
-        "pretrain_ratio": alseg_train / plain_train_rate,
+        "pretrain_ratio": alseg_train / plain_train_rate, "pretrain_checkpoint_s": min(ckpt_s),
         "embed_slices_per_s": alseg_embed, "plain_embed_slices_per_s": plain_embed_rate,
         "embed_ratio": alseg_embed / plain_embed_rate, "embed_load_s": e["load_seconds"],
         "peak_mb": {"pretrain": mem_train, "plain_train": mem_plain, "embed": mem_embed,
                     "kind": "cuda max allocated" if dev.type == "cuda" else "process max RSS (cumulative)"},
     }
-    print(f"pretrain {alseg_train:.1f} slices/s vs plain {plain_train_rate:.1f} (ratio {result['pretrain_ratio']:.2f}); "
+    print(f"pretrain {alseg_train:.1f} slices/s vs plain {plain_train_rate:.1f} (ratio {result['pretrain_ratio']:.2f}; "
+          f"+{min(ckpt_s):.2f} s writing its checkpoint per epoch, not counted); "
           f"embed {alseg_embed:.1f} vs plain {plain_embed_rate:.1f} (ratio {result['embed_ratio']:.2f}; "
           f"+{e['load_seconds']:.2f} s loading the encoder); "
           f"peak MB {mem_train:.0f}/{mem_plain:.0f}/{mem_embed:.0f} on {result['device']}", file=sys.stderr)
