@@ -115,7 +115,7 @@ def make_data(data, n, dim, rng):
 
 
 def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_picks, device, data="iso",
-                 dtype="float32", brute_picks=0, repeats=1):
+                 dtype="float32", brute_picks=0, repeats=1, update="auto"):
     import torch
 
     from alseg_cli import kcenter_greedy
@@ -142,7 +142,7 @@ def bench_kernel(n, dim, budget_frac, labeled_frac, naive_steps, exact_max, max_
     for r in range(repeats):        # alternated, best counted: the first call also warms torch up
         st, st_brute = {}, {}
         rss = peak_reset()
-        ours = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st)
+        ours = kcenter_greedy(xt, picks_timed, labeled=lab, device=dev, stats=st, update=update)
         if r == 0:
             peak = peak_extra(rss)
         brute = kcenter_greedy(xt, brute_timed, labeled=lab, device=dev, stats=st_brute,
@@ -243,6 +243,8 @@ def main(argv=None):
                    help="alternated runs of the two kernels, best counted (1 at N >= 500k: the init is long)")
     p.add_argument("--brute-picks", type=int, default=0,
                    help="time the brute kernel over only this many picks (0: as many as alseg's)")
+    p.add_argument("--update", default="auto", choices=["auto", "pruned"],
+                   help="alseg's kernel: select's choice (auto: pruned from 20,000 points on) or pruned always")
     a = p.parse_args(argv)
     import torch
 
@@ -262,7 +264,8 @@ def main(argv=None):
         for dtype in a.dtypes.split(","):
             for frac in fracs:
                 r = bench_kernel(n, a.dim, a.budget_frac, frac, a.naive_steps, a.exact_max, a.max_picks,
-                                 a.device, data, dtype, a.brute_picks, a.repeats if (n or 0) < 500_000 else 1)
+                                 a.device, data, dtype, a.brute_picks, a.repeats if (n or 0) < 500_000 else 1,
+                                 a.update)
                 rows.append(r)
                 print(f"| {r['data']} | {r['N']} | {r['d']} | {r['dtype']} | {r['labelled']} | {r['picks_timed']} | "
                       f"{r['device']} | {r['init_s']:.2f} | {r['alseg_ms_per_pick']:.2f} | "
