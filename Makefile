@@ -71,7 +71,7 @@ figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-
 acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (ARCO rounds ~7 min, plain ~3 min on 2 jobs, measured on rounds from scratch; ~1.5 h on 2 cores with acdc-quick's encoders, est.)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc_semi.sh
 
-hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, coreset, gcl-coreset, typiclust, spcon-coreset x 3 seeds x 2-10 %, then paired differences against gcl-coreset (a round ~85 CPU s measured; encoders of 3 epochs at 32 px; ~2 h on 2 cores est.); SEEDS=0 runs one seed
+hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, coreset, gcl-coreset, typiclust, spcon-coreset x 3 seeds x 2-10 %, then paired differences against gcl-coreset (1 h 55 min on 2 cores, measured: six encoders of 3 epochs at 32 px, 15-28 min each, then 75 rounds of ~75 s); SEEDS=0 runs one seed
 	HIPPO_DIR=$(HIPPO_DIR) JOBS=$(JOBS) bash examples/hippocampus.sh
 
 campaign-acdc: install  ## an annotation campaign on ACDC images through files (prep, pretrain, embed, select, export, simulated annotator, import-labels, train-seg, select, predict), each step timed into runs/campaign/times.txt (~15 min measured on a shared 2-core machine)
