@@ -29,16 +29,6 @@ def resolve_device(device: str = "auto"):
     return dev
 
 
-def fused_optimizer(params) -> dict:
-    """``fused=True`` when every parameter sits where torch has a fused optimiser kernel (CPU,
-    CUDA): one kernel over all tensors instead of a loop over them. The updates agree to float
-    rounding (1.5e-8 after five Adam steps on ResNet-18), and on CPU the step is 4-8x faster
-    (ResNet-18 Adam: 10 against 39-86 ms, a sixth of a pretraining step at 64 px)."""
-    params = list(params)
-    ok = params and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return {"fused": True} if ok else {}
-
-
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 

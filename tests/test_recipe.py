@@ -161,33 +161,3 @@ def test_cli_recipe_options_reach_the_manifest_and_bad_ones_are_one_line(phantom
     assert r.exit_code != 0 and "--sampler 'stratified': choose uniform, foreground" in r.output
     assert not (tmp_path / "bad").exists()
 
-
-@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
-def test_optimizers_are_fused_and_update_as_the_loop_implementation(name):
-    """make_optimizer uses torch's fused kernel where it has one; five steps land where the
-    per-tensor loop implementation lands, to float rounding."""
-    import torch
-
-    from alseg_cli.device import fused_optimizer
-    from alseg_cli.segmentation.nets import UNet
-    from alseg_cli.segmentation.recipe import make_optimizer
-
-    torch.manual_seed(0)
-    a = UNet(in_channels=1, num_classes=4, base_channels=4)
-    b = UNet(in_channels=1, num_classes=4, base_channels=4)
-    b.load_state_dict(a.state_dict())
-    fused = make_optimizer(name, a.parameters(), 0.01)
-    assert fused.defaults["fused"] is True
-    import inspect
-
-    accepted = inspect.signature(type(fused)).parameters
-    kw = {k: v for k, v in fused.defaults.items() if k in accepted}
-    loop = type(fused)(b.parameters(), **{**kw, "fused": None, "foreach": False})
-    for _ in range(5):
-        for p, q in zip(a.parameters(), b.parameters()):
-            p.grad = torch.randn_like(p)
-            q.grad = p.grad.clone()
-        fused.step()
-        loop.step()
-    assert max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) < 1e-6
-    assert fused_optimizer([torch.zeros(3, dtype=torch.int64)]) == {} and fused_optimizer([]) == {}

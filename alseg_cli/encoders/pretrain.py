@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_path, write_json
 from ..data.augment import augment
-from ..device import fused_optimizer, load_checkpoint, resolve_device, seed_everything, torch_generator
+from ..device import load_checkpoint, resolve_device, seed_everything, torch_generator
 from ..errors import AlsegError
 from ..progress import as_reporter
 from ..manifest import make_manifest, save_manifest
@@ -284,8 +284,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     seed_everything(cfg["seed"])
     proj_dim = cfg["proj_dim"]
     model = GCLEncoder("resnet18", in_channels=images.shape[1], proj_dim=proj_dim).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                           **fused_optimizer(model.parameters()))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history, start = [], 0

@@ -13,7 +13,6 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..device import fused_optimizer
 from ..errors import AlsegError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -43,13 +42,11 @@ def resolve_recipe(network_defaults: Optional[dict], **given) -> dict:
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    params = list(params)
-    fused = fused_optimizer(params)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, **fused)
+        return torch.optim.Adam(params, lr=lr)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4, **fused)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4, **fused)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
 
 
 def lr_at(it: int, iterations: int, lr: float, warmup: int) -> float:
