@@ -160,4 +160,3 @@ def test_cli_recipe_options_reach_the_manifest_and_bad_ones_are_one_line(phantom
     r = runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--sampler", "stratified"])
     assert r.exit_code != 0 and "--sampler 'stratified': choose uniform, foreground" in r.output
     assert not (tmp_path / "bad").exists()
-
