@@ -243,14 +243,17 @@ def test_unet_resnet50_loads_local_backbone_and_trains(phantom_store, tmp_path):
 
 
 def test_cli_logs_plain_validation_lines_when_stderr_is_not_a_terminal(phantom_store, tmp_path):
-    """Under nohup or a Makefile the live bar cannot render: one line per validation instead."""
+    """Under nohup or a Makefile the live bar cannot render: one line per validation instead.
+    --workers sets (and the manifest records) torch's CPU threads."""
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-m", "alseg_cli", "train-seg", str(phantom_store), "--labels", "all",
                         "-o", str(tmp_path / "m"), "--iterations", "4", "--val-every", "2",
-                        "--base-channels", "4", "--device", "cpu"], capture_output=True, text=True)
+                        "--base-channels", "4", "--device", "cpu", "--workers", "1"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["args"]["threads"] == 1   # the thread count changes a model: recorded
     lines = [ln for ln in r.stderr.splitlines() if "val Dice" in ln]
     assert len(lines) == 2 and "it 2/4" in lines[0] and "it 4/4" in lines[1]
     curve = json.loads((tmp_path / "m" / "member0" / "curve.json").read_text())

@@ -132,6 +132,8 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
     n_pool = int((store.split == train_split).sum())
     iterations = int(iterations) if iterations else default_iterations(len(lab_idx), n_pool, min_iterations)
     dev = resolve_device(device)
+    if workers and dev.type == "cpu":   # the thread count changes float rounding, so the model: recorded
+        torch.set_num_threads(int(workers))
 
     final = Path(out)
     work = final.with_name(f".{final.name}.partial")
@@ -149,6 +151,7 @@ def train_seg(dataset, labels, out, model: str = "unet", supervision: str = None
               "augment": augment, "retries": int(retries), "min_val_dice": min_val_dice}
     args = {"model": model, "supervision": supervision, "iterations": iterations, "batch_size": batch_size,
             "lr": lr, "seed": seed, "device": str(dev), "val_every": val_every, "ensemble": ensemble,
+            "threads": torch.get_num_threads() if dev.type == "cpu" else None,
             "base_channels": base_channels, "train_split": train_split, "val_split": val_split,
             "backbone_weights": str(backbone_weights) if backbone_weights else None,
             "allow_other_dataset": bool(allow_other_dataset),
