@@ -4,10 +4,10 @@
 # RUN embeds with FULL_RUN's finished encoders (one per seed of $ALL_SEEDS) instead of training
 # them again. GCL's: ENCODER becomes --encoder FULL_RUN/encoders/seed{seed} when they are all
 # done, or when RUN was begun that way; else it is left as set. A method's own encoders (e.g.
-# spcon-coreset's, FULL_RUN/encoders/<method>/) are copied, done-markers included, into a RUN
-# that has none yet, so the loop finds them done.
+# spcon-coreset's, FULL_RUN/encoders/<method>/seed<k>) are copied seed by seed, done-markers
+# included, into a RUN that has not begun that seed's, so the loop finds them done.
 reuse_encoders() {
-  local run=$1 enc="$2/encoders" ready=1 s own
+  local run=$1 enc="$2/encoders" ready=1 s own dest
   if [ -e "$run/config.json" ]; then
     grep -q '"encoder": "' "$run/config.json" && ENCODER=(--encoder "$enc/seed{seed}")
   else
@@ -16,10 +16,14 @@ reuse_encoders() {
   fi
   for own in "$enc"/*/; do
     own=${own%/}; [ -d "$own/.done" ] || continue
-    [ -e "$run/encoders/$(basename "$own")" ] && continue
-    ready=1
-    for s in ${ALL_SEEDS//,/ }; do [ -e "$own/.done/seed$s.json" ] || ready=0; done
-    [ "$ready" = 1 ] && mkdir -p "$run/encoders" && cp -r "$own" "$run/encoders/"
+    dest="$run/encoders/$(basename "$own")"
+    for s in ${ALL_SEEDS//,/ }; do          # seed by seed: a later run may add seeds
+      [ -e "$own/.done/seed$s.json" ] || continue
+      if [ -e "$dest/seed$s" ] || [ -e "$dest/.done/seed$s.json" ]; then continue; fi
+      mkdir -p "$dest/.done"                 # copy, then rename: a killed copy is never taken as done
+      rm -rf "$dest/.seed$s.copy" && cp -r "$own/seed$s" "$dest/.seed$s.copy" &&
+        mv "$dest/.seed$s.copy" "$dest/seed$s" && cp "$own/.done/seed$s.json" "$dest/.done/"
+    done
   done
   return 0
 }

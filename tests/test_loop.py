@@ -225,7 +225,8 @@ def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
 def test_reuse_encoders_skips_pretraining_in_a_second_run(tmp_path, dataset):
     """examples/encoders.sh: a scribble run reuses the full run's finished encoders, the loop's
     GCL ones through --encoder and spcon-coreset's own by copy, and pretrains nothing; with a
-    seed unfinished in the full run it reuses nothing and leaves ENCODER as it was."""
+    seed unfinished in the full run it leaves ENCODER as it was; own encoders are copied per
+    seed, so a later run with more seeds gets the new ones too."""
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "examples" / "encoders.sh"
@@ -239,10 +240,14 @@ def test_reuse_encoders_skips_pretraining_in_a_second_run(tmp_path, dataset):
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    assert reuse("0,1,2", tmp_path / "other") == "none" and not (tmp_path / "other").exists()
+    assert reuse("0,1,2", tmp_path / "other") == "none"
+    assert sorted(p.name for p in (tmp_path / "other/encoders/spcon-coreset/.done").iterdir()) == \
+        ["seed0.json", "seed1.json"]                 # own encoders: every finished seed, one by one
     encoder = str(full / "encoders/seed{seed}")
+    assert reuse("1", weak) == f"--encoder {encoder}"
+    assert not (weak / "encoders/spcon-coreset/seed0").exists()
     assert reuse("0,1", weak) == f"--encoder {encoder}"
-    assert (weak / "encoders/spcon-coreset/.done/seed1.json").exists()
+    assert (weak / "encoders/spcon-coreset/.done/seed0.json").exists()   # added by the second call
     be = FakeBackend()
     run_loop(weak, backend=be, encoder=encoder, pretrain=True,
              **options(dataset, methods=methods, seeds="0,1", supervision="scribble"))
