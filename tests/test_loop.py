@@ -357,6 +357,12 @@ def test_progress_in_a_log_prints_phases_and_rounds(tmp_path, dataset, capsys, m
     # rounds 1..n-1 are seen by the per-step polls, the last by the final poll at stop
     assert [ln.split("round ")[1].split("/")[0] for ln in lines] == ["1", "2", "3"]
     assert all("Dice" in ln and "steps" in ln for ln in lines)
+    # a method added later: the note names only the encoder still to train
+    polls.clear()
+    run_loop(tmp_path / "run", backend=FakeBackend(), progress=True, pretrain=True,
+             **options(dataset, methods="gcl-coreset,spcon-coreset", seeds="0"))
+    err = capsys.readouterr().err
+    assert "loop: pretraining spcon-coreset's encoder" in err and "GCL" not in err
 
 
 def test_encoder_template_picks_one_encoder_per_seed(tmp_path, dataset):

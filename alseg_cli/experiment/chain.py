@@ -152,13 +152,17 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
 
+def encoders_undone(cfg: Dict[str, Any], run_dir: Path, seed: int) -> List[Optional[str]]:
+    """The encoder keys (as encoder_keys) whose embedding stores for the seed are not done."""
+    def done(key):
+        out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
+        return layout.is_done(out.parent, out.name)
+    return [k for k in encoder_keys(cfg) if not done(k)]
+
+
 def seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
     """Are the seed's embedding stores done (or not needed at all)?"""
-    for key in encoder_keys(cfg):
-        out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
-        if not layout.is_done(out.parent, out.name):
-            return False
-    return True
+    return not encoders_undone(cfg, run_dir, seed)
 
 
 def set_threads(cfg: Dict[str, Any]) -> None:
