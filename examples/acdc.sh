@@ -6,7 +6,7 @@
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
 #        stochastic-batches, spcon-coreset (its own SP-Con encoder per seed) and
 #        gcl-coreset+knn-prop (Belharbi's k-NN propagation, its defaults); budgets
-#        2,3,4,5,10 %; 3 seeds; GCL encoders of 5 epochs at 64 px; a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the
+#        2,3,4,5,10 %; 3 seeds; GCL (and SP-Con) encoders of 5 epochs at the store's 128 px; a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the
 #        previous round's model, AdamW at lr 1e-3,
 #        class-balanced CE, degenerate models retried from another seed (the loop's
 #        quick preset); 1 model per round, 2 for stochastic-batches (which scores with an
