@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy a loop run's records into DEST: its configuration, every finished chain's selections,
 # evaluations, step markers (with their timings) and summaries, but no model weights, encoders
-# or embedding stores (those stay with the run: ~50 KB per ACDC round instead of ~30 MB).
+# or zarr stores (embeddings, pseudo-labels): those stay with the run (~50 KB per ACDC round
+# instead of ~30 MB).
 # `alseg bootstrap DEST` reads the copy as it reads the run, and `alseg loop -o DEST ...`
 # resumes from it: finished chains are skipped without their encoders; new seeds or methods
 # train from there. A chain with a round unfinished is left out (it would resume without the
@@ -29,6 +30,6 @@ for chain in "$RUN"/*/seed*/; do
   if [ "$finished" = 1 ]; then PATHS+=("$name"); kept=$((kept + 1)); else left=$((left + 1)); fi
 done
 mkdir -p "$DEST"
-tar -C "$RUN" --exclude=model --exclude='.model.partial' --exclude='*.pt' --exclude='*.png' -cf - "${PATHS[@]}" |
+tar -C "$RUN" --exclude=model --exclude='.model.partial' --exclude='*.pt' --exclude='*.png' --exclude='*.zarr' -cf - "${PATHS[@]}" |
   tar -C "$DEST" -xf -
 echo "records of $kept finished chains of $RUN in $DEST ($left unfinished left out)" >&2

@@ -197,7 +197,7 @@ def test_finished_chains_need_no_encoder_or_embeddings(tmp_path, dataset):
 
 def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     """examples/keep_records.sh: finished chains of the seeds asked for, no model or encoder
-    directories; a loop resumed from the copy has nothing to redo; an unfinished chain is
+    directories, no zarr stores; a loop resumed from the copy has nothing to redo; an unfinished chain is
     left out; a directory that is not a run is one line and exit 2."""
     import subprocess
 
@@ -207,6 +207,9 @@ def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     run_loop(out, backend=FakeBackend(), pretrain=True, **opts)
     (out / "random/seed1/round10/.done/evaluate.json").unlink()      # as if killed mid-round
     shutil.rmtree(out / "gcl-coreset/seed1/round10")                   # killed before its last round
+    pseudo = sorted((out / "random/seed0").glob("round*"))[0] / "pseudo/pseudo.zarr"
+    pseudo.mkdir(parents=True)                                         # as a +knn-prop round writes
+    (pseudo / "zarr.json").write_text("{}")
     rec = tmp_path / "records"
     done = subprocess.run(["bash", str(script), str(out), str(rec), "0", "1"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -214,6 +217,7 @@ def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     assert sorted(p.parent.name + "/" + p.name for p in rec.glob("*/seed*")) == [
         "gcl-coreset/seed0", "random/seed0"]
     assert not list(rec.rglob("model")) and not (rec / "encoders").exists() and not (rec / "embeddings").exists()
+    assert not list(rec.rglob("*.zarr"))
     assert selections(rec) == {k: v for k, v in selections(out).items() if k.split("/")[1] == "seed0"}
     be = FakeBackend()
     run_loop(rec, backend=be, pretrain=True, **options(dataset, methods="gcl-coreset,random", seeds="0"))
