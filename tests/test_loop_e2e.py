@@ -69,13 +69,15 @@ def test_real_loop_resumes_identically(tmp_path, tiny_store):
 
 def test_a_loop_killed_mid_training_continues_the_member(tmp_path, tiny_store, monkeypatch):
     """Killed right after a member's first validation, the rerun continues it from last.pt:
-    the same models and metrics as a run never killed."""
+    the same models and metrics as a run never killed. The train marker records the threads."""
     from alseg_cli.segmentation.checkpoint import MemberState
 
     torch.set_num_threads(1)
     settings = {**opts(tiny_store), "methods": "random", "iterations": 4, "train_options": {"val_every": 2}}
     ref = tmp_path / "ref"
     run_loop(ref, **settings)
+    marker = json.loads((ref / "random/seed0/round10/.done/train.json").read_text())
+    assert marker["threads"] == json.loads((ref / "config.json").read_text())["threads"]   # kept in records
     real = MemberState.validated
     calls = []
 

@@ -235,6 +235,7 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
         return runner.run(rd, "train", lambda: train(**parallel),
                           summarize=lambda m: {"best_member": (m or {}).get("best_member"),
                                                "degenerate": (m or {}).get("degenerate"),
+                                               "threads": _threads(m),
                                                "retries": sum(len(mb.get("attempts", [None])) - 1
                                                               for mb in (m or {}).get("members", []))})
     return runner.run(rd, "evaluate", lambda: backend.evaluate(
@@ -244,6 +245,12 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
 
 
 HUMAN_LABELS = "labelled.json"      # a human round's import-labels output
+
+
+def _threads(model_manifest) -> Optional[int]:
+    """The CPU threads a model trained with (its rounding, so its weights, depend on them):
+    kept in the train step's marker, which outlives the model in kept records."""
+    return ((model_manifest or {}).get("args") or {}).get("threads")
 
 
 def human_step(cfg, run_dir: Path, name: str, seed: int, r: int, step: str, rd: Path, prev: Optional[Path],
@@ -289,7 +296,8 @@ def human_step(cfg, run_dir: Path, name: str, seed: int, r: int, step: str, rd: 
             iterations=iterations_for(cfg, float(round_budgets(cfg)[r].fraction * 100)), ensemble=models_for(cfg, method),
             seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"], batch_size=cfg["batch_size"],
             **({"model": cfg["model"]} if cfg.get("model") else {}), **options),
-            summarize=lambda m: {"best_member": (m or {}).get("best_member"), "validation": (m or {}).get("validation")})
+            summarize=lambda m: {"best_member": (m or {}).get("best_member"), "validation": (m or {}).get("validation"),
+                                 "threads": _threads(m)})
     split = cfg["eval_split"]
     info = {v["name"]: v for v in store.volume_info}
     names = set(store.volumes[store.split == split].tolist()) if split in set(store.split.tolist()) else set()
