@@ -68,7 +68,7 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (one seed's volume chain, 2,700 3D iterations: 1 h 49 min on one core shared with a 2-job loop, measured; ~1.9-2 s per iteration there; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
 
-acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (ARCO rounds ~7 min, plain ~3 min on 2 jobs, measured on rounds from scratch; ~1.5 h on 2 cores with acdc-quick's encoders, est.)
+acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (seed 2: 47 min wall with JOBS=2 beside another 2-job run and acdc-quick's encoder, measured; ARCO rounds 8-16 min, plain 6; ~2.5 h for 3 seeds, est.)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/acdc_semi.sh
 
 hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, coreset, gcl-coreset, typiclust, spcon-coreset x 3 seeds x 2-10 %, then paired differences against gcl-coreset (1 h 55 min on 2 cores, measured: six encoders of 3 epochs at 32 px, 15-28 min each, then 75 rounds of ~75 s); SEEDS=0 runs one seed
