@@ -77,7 +77,7 @@ hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, cores
 campaign-acdc: install  ## an annotation campaign on ACDC images through files (prep, pretrain, embed, select, export, simulated annotator, import-labels, train-seg, select, predict), each step timed into runs/campaign/times.txt (~15 min measured on a shared 2-core machine)
 	ACDC_DIR=$(ACDC_DIR) bash examples/acdc_campaign.sh
 
-ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at ~20-40 min each plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est., not run)
+ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at 128 px: seed 0's first three took 35 min (NT-Xent only), 49 (volume) and 61 (patient), measured 2 at a time beside other runs; plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est.; seed 0 under way)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/ablation.sh
 
 clean:
