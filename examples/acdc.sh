@@ -6,10 +6,10 @@
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
 #        stochastic-batches, spcon-coreset (its own SP-Con encoder per seed) and
 #        gcl-coreset+knn-prop (Belharbi's k-NN propagation, its defaults); budgets
-#        2,3,4,5,10 %; 3 seeds; GCL (and SP-Con) encoders of 5 epochs at the store's 128 px; a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the
-#        previous round's model, AdamW at lr 1e-3,
-#        class-balanced CE, degenerate models retried from another seed (the loop's
-#        quick preset); 1 model per round, 2 for stochastic-batches (which scores with an
+#        2,3,4,5,10 %; 3 seeds; GCL (and SP-Con) encoders of 5 epochs at the store's 128 px;
+#        a 16-channel UNet/DMPLS per round, 300 iterations warm-started from the previous
+#        round's model, AdamW at lr 1e-3, class-balanced CE, degenerate models retried
+#        from another seed (the loop's quick preset); 1 model per round, 2 for stochastic-batches (which scores with an
 #        ensemble; the preset's ensemble_models: its reported model is the better of the 2 on
 #        validation, a small advantage the table states).
 # paper: 256 px, 100 pretraining epochs, 5 models per round, 5 seeds, budgets

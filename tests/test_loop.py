@@ -197,8 +197,8 @@ def test_finished_chains_need_no_encoder_or_embeddings(tmp_path, dataset):
 
 def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     """examples/keep_records.sh: finished chains of the seeds asked for, no model or encoder
-    directories, no zarr stores; a loop resumed from the copy has nothing to redo; an unfinished chain is
-    left out; a directory that is not a run is one line and exit 2."""
+    directories, no zarr stores; a loop resumed from the copy has nothing to redo; an
+    unfinished chain is left out; a directory that is not a run is one line and exit 2."""
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "examples" / "keep_records.sh"

@@ -63,8 +63,8 @@ def command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA + mixed precision when present), cpu, cuda."),
     val_every: int = typer.Option(200, "--val-every", help="Validation Dice every N iterations."),
     workers: int = typer.Option(0, "--workers", help="CPU threads for torch on CPU (0: torch's default). "
-                                "The count changes float rounding and so the trained model; `loop` uses 1 "
-                                "per job. Recorded in the manifest's args.threads."),
+                                "The count changes float rounding and so the trained model (`loop --threads` "
+                                "sets it per job). Recorded in the manifest's args.threads."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train M members with seeds seed..seed+M-1."),
     base_channels: int = typer.Option(16, "--base-channels", help="First encoder width (paper: 16)."),
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",

@@ -160,11 +160,6 @@ def encoders_undone(cfg: Dict[str, Any], run_dir: Path, seed: int) -> List[Optio
     return [k for k in encoder_keys(cfg) if not done(k)]
 
 
-def seed_ready(cfg: Dict[str, Any], run_dir: Path, seed: int) -> bool:
-    """Are the seed's embedding stores done (or not needed at all)?"""
-    return not encoders_undone(cfg, run_dir, seed)
-
-
 def set_threads(cfg: Dict[str, Any]) -> None:
     if cfg.get("threads"):
         import torch

@@ -21,7 +21,7 @@ from ..store import earlier_hashes
 from . import progress as loop_progress
 from .backend import can_start_cold, load_backend, method_of, models_for, needs_model
 from .chain import (DEFAULT_BACKEND, chain_embeddings, chain_records, embeddings_key, encoder_keys,
-                    encoders_undone, propagation_embeddings, run_chain, seed_ready, seed_task, set_threads,
+                    encoders_undone, propagation_embeddings, run_chain, seed_task, set_threads,
                     shared_task, step_task, uses_pixels, write_rounds)
 from .config import INPUT_KEYS, check_compatible, resolve_config, round_name
 from .executors import Task, run_local, run_ray
@@ -169,10 +169,11 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
             set_threads(cfg)
     try:
         scheduled = {t.key for t in tasks}
-        pending = [s for s in cfg["seeds"] if not seed_ready(cfg, run_dir, s)
+        undone = {s: encoders_undone(cfg, run_dir, s) for s in cfg["seeds"]}
+        pending = [s for s in cfg["seeds"] if undone[s]
                    and any(embeddings_key("encoder", s, k) in scheduled for k in encoder_keys(cfg))]
         if display and pending:
-            keys = list(dict.fromkeys(k for s in pending for k in encoders_undone(cfg, run_dir, s)))
+            keys = list(dict.fromkeys(k for s in pending for k in undone[s]))
             loop_gcl = None in keys and cfg.get("pretrain") and not cfg.get("encoder")
             trained = (["a GCL encoder"] if loop_gcl else []) + [f"{k}'s encoder" for k in keys if k is not None]
             what = (f"pretraining {' and '.join(trained)} ({cfg['pretrain_epochs']} epochs) and embedding"
