@@ -32,9 +32,11 @@ source "$(dirname "$0")/acdc_data.sh"
 
 RUN="$OUT/$PRESET-$SUPERVISION"
 ALL_SEEDS=${SEEDS:-$([ "$PRESET" = paper ] && echo 0,1,2,3,4 || echo 0,1,2)}
-ENCODER=(--pretrain "${EXTRA[@]}")
-[ "$SUPERVISION" = scribble ] && reuse_encoders "$RUN" "$OUT/$PRESET-full"
+OTHER=$([ "$SUPERVISION" = scribble ] && echo full || echo scribble)
+# encoders the other supervision's run or the ablation finished are linked, not trained again
+REUSE=$(existing_runs "$OUT/$PRESET-$OTHER" "$OUT/ablation")
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
-  --methods "$METHODS" "${ENCODER[@]}" --device "$DEVICE" --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
+  --methods "$METHODS" --pretrain "${EXTRA[@]}" ${REUSE:+--reuse-encoders "$REUSE"} --device "$DEVICE" \
+  --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
 echo "acdc: table $RUN-table/table.md, plot $RUN-table/dice.png, stage times $RUN-table/timings.md" >&2

@@ -20,5 +20,5 @@ if [ ! -e "$DATA" ]; then
   $ALSEG prep "$ACDC_DIR" -o "$DATA" --size "$SIZE" --split-file "$SPLIT" --unannotated 4 > "$DATA.json"
 fi
 
-# reuse_encoders RUN FULL_RUN (examples/encoders.sh)
+# existing_runs DIR... (examples/encoders.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/encoders.sh"

@@ -10,12 +10,12 @@ set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
 COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"})
-# slice-based, full masks and scribbles: the paper's method (its encoders are shared: the weak
-# run embeds with the full run's)
+# slice-based, full masks and scribbles: the paper's method (the weak run links the full run's
+# encoders instead of training its own)
 $ALSEG loop -o "$OUT/quick-full" --methods gcl-coreset --pretrain --pretrain-epochs 5 "${COMMON[@]}" \
   > "$OUT/quick-full.figure2.json"
-$ALSEG loop -o "$OUT/quick-scribble" --methods gcl-coreset --supervision scribble \
-  --encoder "$OUT/quick-full/encoders/seed{seed}" "${COMMON[@]}" > "$OUT/quick-scribble.figure2.json"
+$ALSEG loop -o "$OUT/quick-scribble" --methods gcl-coreset --supervision scribble --pretrain --pretrain-epochs 5 \
+  --reuse-encoders "$OUT/quick-full" "${COMMON[@]}" > "$OUT/quick-scribble.figure2.json"
 # whole volumes at random, 3D U-Net; budgets up to 40 % of the slices (figure 2's range)
 $ALSEG loop -o "$OUT/volume-full" --methods random --unit volume --model unet3d --budgets 2,5,10,20,40 \
   "${COMMON[@]}" > "$OUT/volume-full.figure2.json"

@@ -226,40 +226,6 @@ def test_keep_records_copies_finished_chains_without_weights(tmp_path, dataset):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
-def test_reuse_encoders_skips_pretraining_in_a_second_run(tmp_path, dataset):
-    """examples/encoders.sh: a scribble run reuses the full run's finished encoders, the loop's
-    GCL ones through --encoder and spcon-coreset's own by copy, and pretrains nothing; with a
-    seed unfinished in the full run it leaves ENCODER as it was; own encoders are copied per
-    seed, so a later run with more seeds gets the new ones too."""
-    import subprocess
-
-    script = Path(__file__).resolve().parents[1] / "examples" / "encoders.sh"
-    full, weak = tmp_path / "full", tmp_path / "weak"
-    methods = "gcl-coreset,spcon-coreset"
-    run_loop(full, backend=FakeBackend(), pretrain=True, **options(dataset, methods=methods, seeds="0,1"))
-
-    def reuse(seeds, run):
-        sh = f'source "{script}"; ALL_SEEDS={seeds}; ENCODER=(none); reuse_encoders "{run}" "{full}"; echo "${{ENCODER[@]}}"'
-        done = subprocess.run(["bash", "-c", sh], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    assert reuse("0,1,2", tmp_path / "other") == "none"
-    assert sorted(p.name for p in (tmp_path / "other/encoders/spcon-coreset/.done").iterdir()) == \
-        ["seed0.json", "seed1.json"]                 # own encoders: every finished seed, one by one
-    encoder = str(full / "encoders/seed{seed}")
-    assert reuse("1", weak) == f"--encoder {encoder}"
-    assert not (weak / "encoders/spcon-coreset/seed0").exists()
-    assert reuse("0,1", weak) == f"--encoder {encoder}"
-    assert (weak / "encoders/spcon-coreset/.done/seed0.json").exists()   # added by the second call
-    be = FakeBackend()
-    run_loop(weak, backend=be, encoder=encoder, pretrain=True,
-             **options(dataset, methods=methods, seeds="0,1", supervision="scribble"))
-    assert [c for c in be.calls if c[0] == "pretrain"] == []
-    embedded = sorted(Path(c[1]).name for c in be.calls if c[0] == "embed")
-    assert embedded == ["seed0.zarr", "seed1.zarr", "spcon-coreset-seed0.zarr", "spcon-coreset-seed1.zarr"]
-
-
 def test_resume_refuses_changed_settings(tmp_path, dataset):
     out = tmp_path / "run"
     run_loop(out, backend=FakeBackend(), **options(dataset, methods="random", seeds="0"))

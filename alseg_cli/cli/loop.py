@@ -42,6 +42,12 @@ def command(
     pretrain: Optional[bool] = typer.Option(None, "--pretrain/--no-pretrain",
                                             help="Train a GCL encoder once per seed for gcl-* methods."),
     pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain-epochs"),
+    reuse_encoders: Optional[str] = typer.Option(None, "--reuse-encoders", help="Comma list of other run (or "
+                                                 "encoder) dirs: an encoder this run would train (GCL, a "
+                                                 "variant's, SP-Con's) is linked from there instead when "
+                                                 "one was trained on the same dataset content with the same "
+                                                 "settings and seed (the supervision and rounds do not "
+                                                 "matter); its manifest says reused_from."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Fixed training iterations per round "
                                                                          "(default: per-% schedule of the preset)."),
     base_channels: Optional[int] = typer.Option(None, "--base-channels", help="UNet width (paper 16)."),
@@ -98,7 +104,8 @@ def command(
                    train_options={"backbone_weights": str(backbone_weights.resolve())} if backbone_weights else None,
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
-                   pretrain_epochs=pretrain_epochs, iterations=iterations, base_channels=base_channels,
+                   pretrain_epochs=pretrain_epochs, reuse_encoders=reuse_encoders, iterations=iterations,
+                   base_channels=base_channels,
                    preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
                    ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,
                    gpus_per_pretrain=gpus_per_pretrain, gpus_per_select=gpus_per_select,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -188,30 +188,20 @@ def _prepare_out(out: Path, force: bool, resume: bool) -> Optional[dict]:
     return None
 
 
-def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = None,
-             tau: Optional[float] = None, epochs: Optional[int] = None,
-             batch_size: Optional[int] = None, lr: Optional[float] = None,
-             weight_decay: Optional[float] = None, size: Optional[int] = None,
-             seed: Optional[int] = None, device: str = "auto", workers: int = 0,
-             resume: bool = False, force: bool = False, preset: Optional[str] = None,
-             split: Optional[str] = None, progress=True, loss: str = "gcl", meta=None,
-             lambdas: Optional[Dict[str, float]] = None, gamma_start: Optional[float] = None,
-             gamma_end: Optional[float] = None, sp_mode: Optional[str] = None,
-             partitions: Optional[int] = None, scans_per_batch: Optional[int] = None,
-             correct_grad: Optional[bool] = None, epoch_passes: Optional[int] = None) -> dict:
-    """Train the encoder; returns the encoder manifest (also saved in ``out``).
-
-    loss "gcl": eq. 5 with ``groups`` / ``weights``. loss "sp-supcon": Peng's objective with
-    ``meta`` (position, patient, phase), ``lambdas`` per meta-label, the pace
-    ``gamma_start`` -> ``gamma_end`` with ``sp_mode`` linear | hard weights, ``partitions`` (S),
-    ``scans_per_batch`` (m) and ``correct_grad``; each epoch draws ``epoch_passes`` (3) times the
-    pool's slice count, what a GCL patient+volume epoch shows, so the epochs cost the same.
-
-    progress: a Reporter (the CLI's bar), True for one plain stderr line per epoch, False for none.
-    """
+def pretrain_settings(store: DatasetStore, groups=None, weights: Optional[Sequence[float]] = None,
+                      tau: Optional[float] = None, epochs: Optional[int] = None,
+                      batch_size: Optional[int] = None, lr: Optional[float] = None,
+                      weight_decay: Optional[float] = None, size: Optional[int] = None,
+                      seed: Optional[int] = None, preset: Optional[str] = None, split: Optional[str] = None,
+                      loss: str = "gcl", meta=None, lambdas: Optional[Dict[str, float]] = None,
+                      gamma_start: Optional[float] = None, gamma_end: Optional[float] = None,
+                      sp_mode: Optional[str] = None, partitions: Optional[int] = None,
+                      scans_per_batch: Optional[int] = None, correct_grad: Optional[bool] = None,
+                      epoch_passes: Optional[int] = None) -> Tuple[dict, int]:
+    """The settings an encoder trains with (CONFIG_KEYS, defaults filled in and checked) and its
+    epochs, without training: what ``pretrain`` uses, and what finds an encoder to reuse."""
     if preset is not None and preset not in PRESETS:
         raise AlsegError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}")
-    store = DatasetStore(dataset)
     base = {**DEFAULTS, **PRESETS.get(preset, {})}
     if loss not in LOSSES:
         raise AlsegError(f"--loss {loss!r}: choose {', '.join(LOSSES)}")
@@ -260,6 +250,38 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     epochs = int(epochs if epochs is not None else base["epochs"])
     if epochs < 1 or cfg["batch_size"] < 1 or cfg["tau"] <= 0 or cfg["size"] < 8:
         raise AlsegError("--epochs and --batch-size must be >= 1, --tau > 0 and --size >= 8")
+    return cfg, epochs
+
+
+def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = None,
+             tau: Optional[float] = None, epochs: Optional[int] = None,
+             batch_size: Optional[int] = None, lr: Optional[float] = None,
+             weight_decay: Optional[float] = None, size: Optional[int] = None,
+             seed: Optional[int] = None, device: str = "auto", workers: int = 0,
+             resume: bool = False, force: bool = False, preset: Optional[str] = None,
+             split: Optional[str] = None, progress=True, loss: str = "gcl", meta=None,
+             lambdas: Optional[Dict[str, float]] = None, gamma_start: Optional[float] = None,
+             gamma_end: Optional[float] = None, sp_mode: Optional[str] = None,
+             partitions: Optional[int] = None, scans_per_batch: Optional[int] = None,
+             correct_grad: Optional[bool] = None, epoch_passes: Optional[int] = None) -> dict:
+    """Train the encoder; returns the encoder manifest (also saved in ``out``).
+
+    loss "gcl": eq. 5 with ``groups`` / ``weights``. loss "sp-supcon": Peng's objective with
+    ``meta`` (position, patient, phase), ``lambdas`` per meta-label, the pace
+    ``gamma_start`` -> ``gamma_end`` with ``sp_mode`` linear | hard weights, ``partitions`` (S),
+    ``scans_per_batch`` (m) and ``correct_grad``; each epoch draws ``epoch_passes`` (3) times the
+    pool's slice count, what a GCL patient+volume epoch shows, so the epochs cost the same.
+
+    progress: a Reporter (the CLI's bar), True for one plain stderr line per epoch, False for none.
+    """
+    store = DatasetStore(dataset)
+    cfg, epochs = pretrain_settings(
+        store, groups=groups, weights=weights, tau=tau, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, size=size, seed=seed, preset=preset, split=split, loss=loss, meta=meta,
+        lambdas=lambdas, gamma_start=gamma_start, gamma_end=gamma_end, sp_mode=sp_mode, partitions=partitions,
+        scans_per_batch=scans_per_batch, correct_grad=correct_grad, epoch_passes=epoch_passes)
+    groups, weights = cfg["groups"], cfg["weights"]
+    phases = volume_phases(store.volumes) if loss == "sp-supcon" else None
     dev = resolve_device(device)
     if workers and dev.type == "cpu":
         torch.set_num_threads(int(workers))

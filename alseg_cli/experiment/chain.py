@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..atomic import write_json
 from ..encoders.losses import default_weights
+from ..encoders.reuse import find_trained, link_encoder
 from ..errors import AlsegError
 from ..metrics.report import mean_dice
 from . import steps as layout
@@ -146,10 +147,20 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
                         options.pop(gcl_only, None)
         if pretrained_network(cfg) and options.get("loss", "gcl") == "gcl" and "weights" not in options:
             options["weights"] = default_weights((), pretrained=True)      # patient group alone
-        runner.run(enc.parent, enc.name, lambda: backend.pretrain(
-            cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"], **options))
+        runner.run(enc.parent, enc.name, lambda: _reuse_or_pretrain(cfg, enc, seed, backend, options))
     out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
+
+
+def _reuse_or_pretrain(cfg: Dict[str, Any], enc: Path, seed: int, backend, options: Dict[str, Any]):
+    """A finished encoder of the same settings under ``reuse_encoders``, linked in; else trained."""
+    if cfg.get("reuse_encoders"):
+        found = find_trained(cfg["reuse_encoders"], cfg["dataset"], seed=seed, epochs=cfg["pretrain_epochs"],
+                             **options)
+        if found is not None:
+            return link_encoder(found, enc)
+    return backend.pretrain(cfg["dataset"], enc, seed=seed, epochs=cfg["pretrain_epochs"], device=cfg["device"],
+                            **options)
 
 
 def encoders_undone(cfg: Dict[str, Any], run_dir: Path, seed: int) -> List[Optional[str]]:
