@@ -11,6 +11,6 @@ RUN="$OUT/ablation"
 # the ntxent-patient-volume row's encoders are acdc-quick's GCL ones: linked when those are done
 REUSE=$(existing_runs "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/semi")
 $ALSEG loop -o "$RUN" --config examples/ablation.toml --dataset "$DATA" --device cpu --jobs "$JOBS" \
-  ${REUSE:+--reuse-encoders "$REUSE"} ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
+  --threads "$THREADS" ${REUSE:+--reuse-encoders "$REUSE"} ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
 echo "ablation: table $RUN-table/table.md (the mean column is table 4's mDICE)" >&2

@@ -37,6 +37,6 @@ OTHER=$([ "$SUPERVISION" = scribble ] && echo full || echo scribble)
 REUSE=$(existing_runs "$OUT/$PRESET-$OTHER" "$OUT/ablation")
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
   --methods "$METHODS" --pretrain "${EXTRA[@]}" ${REUSE:+--reuse-encoders "$REUSE"} --device "$DEVICE" \
-  --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
+  --jobs "$JOBS" --threads "$THREADS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
 echo "acdc: table $RUN-table/table.md, plot $RUN-table/dice.png, stage times $RUN-table/timings.md" >&2

@@ -17,6 +17,7 @@ else
   ENCODER=(--pretrain --pretrain-epochs 5 ${REUSE:+--reuse-encoders "$REUSE"})
 fi
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset quick --methods random,gcl-coreset,random+arco,gcl-coreset+arco \
-  --budgets 2,5 --seeds "$ALL_SEEDS" "${ENCODER[@]}" --device cpu --jobs "$JOBS" > "$RUN.loop.json"
+  --budgets 2,5 --seeds "$ALL_SEEDS" "${ENCODER[@]}" --device cpu --jobs "$JOBS" --threads "$THREADS" \
+  > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --compare gcl-coreset+arco --force > "$RUN.bootstrap.json"
 echo "semi: table $RUN-table/table.md, paired differences $RUN-table/compare.md" >&2

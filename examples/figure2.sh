@@ -9,7 +9,7 @@
 set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
-COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" ${SEEDS:+--seeds "$SEEDS"})
+COMMON=(--dataset "$DATA" --preset quick --device cpu --jobs "$JOBS" --threads "$THREADS" ${SEEDS:+--seeds "$SEEDS"})
 # slice-based, full masks and scribbles: the paper's method (the weak run links the full run's
 # encoders instead of training its own)
 $ALSEG loop -o "$OUT/quick-full" --methods gcl-coreset --pretrain --pretrain-epochs 5 "${COMMON[@]}" \
