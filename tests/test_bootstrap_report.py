@@ -103,9 +103,14 @@ def test_stage_timings_from_done_markers(tmp_path):
                 write_json(rd / ".done" / f"{stage}.json", {"step": stage, "seconds": sec})
     write_json(run / "encoders" / ".done" / "seed0.json", {"step": "seed0", "seconds": 200.0})
     write_json(run / "embeddings" / ".done" / "seed0.zarr.json", {"step": "seed0.zarr", "seconds": 7.0})
+    write_json(run / "encoders" / "ntxent" / ".done" / "seed0.json", {"step": "seed0", "seconds": 90.0})
+    write_json(run / "encoders" / "spcon-coreset" / ".done" / "seed0.json",
+               {"step": "seed0", "seconds": 0.5, "reused_from": "runs/other/encoders/spcon-coreset/seed0"})
     m = bootstrap_report(run, plot_png=False)
     times = json.loads((run / "bootstrap" / "timings.json").read_text())
-    assert times["once"] == {"pretrain seed0": 200.0, "embed seed0": 7.0}
+    assert times["once"] == {"pretrain seed0": 200.0, "pretrain ntxent-seed0": 90.0,
+                             "pretrain spcon-coreset-seed0 (linked from runs/other/encoders/spcon-coreset/seed0)": 0.5,
+                             "embed seed0": 7.0}
     assert times["rounds"] == [
         {"method": "random", "budget": 2.0, "runs": 2, "select": 2.0, "train": 200.0, "evaluate": 5.0},
         {"method": "random", "budget": 5.0, "runs": 1, "select": 2.0, "train": 50.0, "evaluate": None}]

@@ -69,17 +69,20 @@ def test_linked_encoder_embeds_as_its_source(trained, phantom_store, tmp_path):
                                   EmbeddingsStore(tmp_path / "b.zarr").vectors())
 
 
-def test_loop_trains_only_the_encoders_it_cannot_find(trained, phantom_store, tmp_path):
+def test_loop_trains_only_the_encoders_it_cannot_find(trained, phantom_store, tmp_path, capsys):
     be = FakeBackend()
     opts = dict(dataset=str(phantom_store), methods="gcl-coreset", budgets="2,5", iterations=7, device="cpu",
                 pretrain=True, pretrain_epochs=1, pretrain_options=dict(TINY))
     run = tmp_path / "run"
-    run_loop(run, backend=be, seeds="3,4", reuse_encoders=str(trained), **opts)
+    run_loop(run, backend=be, seeds="3,4", reuse_encoders=str(trained), progress=True, **opts)
+    assert "(1 epochs; linked instead where --reuse-encoders has one)" in capsys.readouterr().err
     pretrained = [c[1] for c in be.calls if c[0] == "pretrain"]
     assert pretrained == [str(run / "encoders" / "seed4")]
     reused = json.loads((run / "encoders" / "seed3" / "manifest.json").read_text())
     assert reused["reused_from"] == str((trained / "encoders" / "seed3").resolve())
-    assert (run / "encoders" / ".done" / "seed3.json").exists()
+    marker = json.loads((run / "encoders" / ".done" / "seed3.json").read_text())
+    assert marker["reused_from"] == reused["reused_from"]
+    assert "reused_from" not in json.loads((run / "encoders" / ".done" / "seed4.json").read_text())
     # the setting may change on resume (it links only equal encoders), a missing dir may not
     assert run_loop(run, backend=FakeBackend(), seeds="3,4", **opts)["steps_run"] == 0
     with pytest.raises(AlsegError, match="--reuse-encoders .*absent: no such directory"):

@@ -147,7 +147,8 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
                         options.pop(gcl_only, None)
         if pretrained_network(cfg) and options.get("loss", "gcl") == "gcl" and "weights" not in options:
             options["weights"] = default_weights((), pretrained=True)      # patient group alone
-        runner.run(enc.parent, enc.name, lambda: _reuse_or_pretrain(cfg, enc, seed, backend, options))
+        runner.run(enc.parent, enc.name, lambda: _reuse_or_pretrain(cfg, enc, seed, backend, options),
+                   summarize=lambda m: {"reused_from": m["reused_from"]} if (m or {}).get("reused_from") else {})
     out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 

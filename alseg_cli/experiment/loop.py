@@ -176,7 +176,8 @@ def run_loop(out, config: Optional[str] = None, backend=DEFAULT_BACKEND, on_step
             keys = list(dict.fromkeys(k for s in pending for k in undone[s]))
             loop_gcl = None in keys and cfg.get("pretrain") and not cfg.get("encoder")
             trained = (["a GCL encoder"] if loop_gcl else []) + [f"{k}'s encoder" for k in keys if k is not None]
-            what = (f"pretraining {' and '.join(trained)} ({cfg['pretrain_epochs']} epochs) and embedding"
+            linked = "; linked instead where --reuse-encoders has one" if cfg.get("reuse_encoders") else ""
+            what = (f"pretraining {' and '.join(trained)} ({cfg['pretrain_epochs']} epochs{linked}) and embedding"
                     if trained else "embedding the pool")
             display.note(f"{what} for seed {', '.join(map(str, pending))}; the chains that use it start after")
         if cfg["executor"] == "ray":

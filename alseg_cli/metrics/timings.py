@@ -3,7 +3,7 @@
 Every marker (RUN_DIR/.../.done/<step>.json, written by the loop) records the seconds its
 step took, so a finished or half-finished RUN_DIR can be summarised at any time: per method
 and budget, the mean over seeds of select / train / evaluate, and the once-per-seed
-pretrain and embed steps.
+pretrain and embed steps (an encoder linked from another run says so: its seconds are the link's).
 """
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def _seconds(marker: Path):
         return None
 
 
+def _linked_from(marker: Path):
+    """The run an encoder was linked from (loop --reuse-encoders), or None."""
+    try:
+        return json.loads(marker.read_text()).get("reused_from")
+    except (OSError, ValueError):
+        return None
+
+
 def stage_times(*run_dirs) -> Dict[str, Any]:
     """Several run directories (e.g. methods run apart) are summarised together."""
     once, cells = {}, {}
@@ -35,12 +43,19 @@ def stage_times(*run_dirs) -> Dict[str, Any]:
 
 
 def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str, List[float]]]) -> None:
-    for kind, folder in (("pretrain", "encoders"), ("embed", "embeddings")):
-        for marker in sorted((run_dir / folder / ".done").glob("*.json")):
-            name = marker.stem.removesuffix(".zarr")
-            sec = _seconds(marker)
-            if sec is not None:
-                once[f"{kind} {name}"] = sec
+    # the loop's encoders (encoders/.done/seed<k>), a variant's or method's own
+    # (encoders/<key>/.done/seed<k>: "pretrain <key>-seed<k>", as its embeddings are named)
+    markers = [("pretrain", "", m) for m in sorted((run_dir / "encoders" / ".done").glob("*.json"))]
+    markers += [("pretrain", m.parent.parent.name + "-", m)
+                for m in sorted((run_dir / "encoders").glob("*/.done/*.json"))]
+    markers += [("embed", "", m) for m in sorted((run_dir / "embeddings" / ".done").glob("*.json"))]
+    for kind, key, marker in markers:
+        sec = _seconds(marker)
+        if sec is None:
+            continue
+        name = f"{kind} {key}{marker.stem.removesuffix('.zarr')}"
+        source = _linked_from(marker) if kind == "pretrain" else None
+        once[name + (f" (linked from {source})" if source else "")] = sec
     for rd in run_dir.glob("*/seed*/round*"):
         match = re.fullmatch(r"round([0-9.]+)", rd.name)
         if not match or not rd.is_dir():
