@@ -164,6 +164,15 @@ def atomic_path(path: PathLike, force: bool = False) -> Iterator[Path]:
             raise
 
 
+def link_or_copy(source: PathLike, dest: PathLike) -> None:
+    """Hard-link a finished file into a new output (no bytes copied; safe because alseg
+    replaces outputs by rename and never edits a file in place); copy where links fail."""
+    try:
+        os.link(source, dest)
+    except OSError:                    # another file system, or one without hard links
+        shutil.copy2(source, dest)
+
+
 def write_json(path: PathLike, obj, force: bool = True) -> Path:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path, force=force) as tmp:

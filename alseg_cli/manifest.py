@@ -103,6 +103,18 @@ def make_manifest(kind: str, args: Dict[str, Any], inputs: Dict[str, Any] = None
     return manifest
 
 
+def relocated(manifest: Dict[str, Any], source: os.PathLike, dest: os.PathLike) -> Dict[str, Any]:
+    """The manifest of an output linked from ``source`` to ``dest``: its output paths under
+    ``source`` point under ``dest``, and ``reused_from`` names the output that was made (the
+    source, or what the source was itself linked from)."""
+    source, dest = str(Path(source).resolve()), str(Path(dest).resolve())
+
+    def move(p):
+        return dest + p[len(source):] if isinstance(p, str) and (p == source or p.startswith(source + os.sep)) else p
+    return {**manifest, "outputs": {k: move(v) for k, v in (manifest.get("outputs") or {}).items()},
+            "reused_from": manifest.get("reused_from") or source}
+
+
 def save_manifest(path: os.PathLike, manifest: Dict[str, Any], force: bool = True) -> Path:
     return write_json(path, manifest, force=force)
 

@@ -501,3 +501,48 @@ def test_warm_start_starts_each_round_from_the_previous_rounds_model(tmp_path, d
     assert all("init" not in kw for kw in be.train_kw.values())
     with pytest.raises(AlsegError, match="warm_start"):       # results differ: a resume must agree
         run_loop(out, backend=FakeBackend(), warm_start=False, **options(dataset, methods="random", seeds="0"))
+
+
+class ModelBackend(FakeBackend):
+    """Writes model manifests of kind "model" (what twins link) and the labels file trained on."""
+
+    def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
+        m = super().train(dataset=dataset, labels=labels, out=out, supervision=supervision,
+                          iterations=iterations, ensemble=ensemble, seed=seed, device=device, **kw)
+        (Path(out) / "member0").mkdir()
+        (Path(out) / "member0" / "best.pt").write_text(f"weights of {out}")
+        write_json(Path(out) / "manifest.json", {"kind": "model", "best_member": 0, "labels": labels,
+                                                 "outputs": {"model_dir": str(Path(out).resolve())}})
+        return {"kind": "model", "best_member": 0}
+
+    def propagate(self, *, dataset, labeled, model, out, **options):
+        self.calls.append(("propagate", str(out)))
+        write_json(Path(out) / "pseudo.json", {"kind": "pseudo", "count": 0})
+        return {"count": 0}
+
+
+def test_first_rounds_on_the_same_slices_share_one_model(tmp_path, dataset):
+    """BALD's random first round and a +knn-prop chain's first round train what random's and
+    the base method's first rounds trained: the model is linked, not trained again; later
+    rounds, other seeds, ensembles (stochastic-batches) and +arco rounds train their own."""
+    be = ModelBackend()
+    out = tmp_path / "run"
+    methods = "random,bald,stochastic-batches,random+knn-prop,random+arco"
+    run_loop(out, backend=be, jobs=1, **options(dataset, methods=methods, seeds="0,1", budgets="2,5"))
+    trained = {c[1] for c in be.calls if c[0] == "train"}
+    for seed in (0, 1):
+        for name in ("bald", "random+knn-prop"):
+            model = out / name / f"seed{seed}" / "round2" / "model"
+            source = out / "random" / f"seed{seed}" / "round2" / "model"
+            assert str(model) not in trained
+            manifest = json.loads((model / "manifest.json").read_text())
+            assert manifest["reused_from"] == str(source.resolve())
+            assert manifest["outputs"]["model_dir"] == str(model.resolve())
+            assert (model / "member0" / "best.pt").samefile(source / "member0" / "best.pt")
+            marker = json.loads((model.parent / ".done" / "train.json").read_text())
+            assert marker["reused_from"] == str(source.resolve())
+            assert (model.parent / "eval.json").exists()
+            assert str(out / name / f"seed{seed}" / "round5" / "model") in trained
+        for name in ("random", "stochastic-batches", "random+arco"):
+            assert str(out / name / f"seed{seed}" / "round2" / "model") in trained
+    assert "reused_from" not in json.loads((out / "random/seed0/round2/model/manifest.json").read_text())

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ..atomic import atomic_path
-from ..manifest import content_hash, load_manifest, save_manifest
+from ..atomic import atomic_path, link_or_copy
+from ..manifest import content_hash, load_manifest, relocated, save_manifest
 from ..store import DatasetStore
 from .pretrain import CONFIG_KEYS, pretrain_settings
 
@@ -62,17 +61,10 @@ def link_encoder(source: os.PathLike, out: os.PathLike) -> dict:
     """Put the finished encoder ``source`` at ``out`` (replacing a partial one there); returns
     its manifest, with ``reused_from`` and ``outputs`` naming the new place."""
     source, out = Path(source).resolve(), Path(out)
-    manifest = load_manifest(source / "manifest.json", expect=("encoder",))
+    manifest = relocated(load_manifest(source / "manifest.json", expect=("encoder",)), source, out)
     with atomic_path(out, force=True) as tmp:
         tmp.mkdir(parents=True)
         for name in ENCODER_FILES:
-            try:
-                os.link(source / name, tmp / name)
-            except OSError:                       # another file system, or no hard links
-                shutil.copy2(source / name, tmp / name)
-        final = out.resolve()
-        manifest["outputs"] = {k: str(final / Path(v).name) if k != "encoder" else str(final)
-                               for k, v in (manifest.get("outputs") or {}).items()}
-        manifest["reused_from"] = str(source)
+            link_or_copy(source / name, tmp / name)
         save_manifest(tmp / "manifest.json", manifest)
     return manifest

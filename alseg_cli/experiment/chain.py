@@ -23,6 +23,7 @@ from .backend import (can_start_cold, embedding_source, encoder_key, load_backen
                       modifiers, needs_model, own_pretrain_options)
 from .config import encoder_for, iterations_for, pretrained_network, round_budgets
 from .steps import StepRunner
+from .twins import first_round_twin, link_model
 
 DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
 
@@ -239,12 +240,9 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
                 return {"step": "train", "member": member, "skipped": True}
             return {"step": "train", "member": member, **(train(member=member) or {})}
         parallel = {"assemble": True} if models_for(cfg, method) > 1 and cfg["executor"] == "ray" else {}
-        return runner.run(rd, "train", lambda: train(**parallel),
-                          summarize=lambda m: {"best_member": (m or {}).get("best_member"),
-                                               "degenerate": (m or {}).get("degenerate"),
-                                               "threads": _threads(m),
-                                               "retries": sum(len(mb.get("attempts", [None])) - 1
-                                                              for mb in (m or {}).get("members", []))})
+        twin = first_round_twin(cfg, run_dir, name, seed, rd) if r == 0 else None
+        return runner.run(rd, "train", (lambda: link_model(twin, model_dir)) if twin else (lambda: train(**parallel)),
+                          summarize=_train_summary)
     return runner.run(rd, "evaluate", lambda: backend.evaluate(
         dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
         split=cfg["eval_split"], device=cfg["device"]),
@@ -252,6 +250,14 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
 
 
 HUMAN_LABELS = "labelled.json"      # a human round's import-labels output
+
+
+def _train_summary(m) -> Dict[str, Any]:
+    """A train step's marker fields, from the model manifest."""
+    m = m or {}
+    return {"best_member": m.get("best_member"), "degenerate": m.get("degenerate"), "threads": _threads(m),
+            "retries": sum(len(mb.get("attempts", [None])) - 1 for mb in m.get("members", [])),
+            **({"reused_from": m["reused_from"]} if m.get("reused_from") else {})}
 
 
 def _threads(model_manifest) -> Optional[int]:
