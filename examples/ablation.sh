@@ -3,7 +3,7 @@
 # examples/ablation.toml's 11 rows (Coreset on pixels, then Coreset on encoders trained with
 # each loss combination), weak supervision, 2-5 %, 3 seeds; the table's "mean" column is the
 # paper's mDICE. Resumable: rerunning skips finished steps.
-#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
+#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  THREADS=1  SEEDS=0,1,2
 set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ACDC reproductions (`make acdc-quick`, `make acdc-paper`): prep -> loop -> bootstrap.
-#   PRESET=quick|paper   SUPERVISION=full|scribble   JOBS=N   ACDC_DIR=...   OUT=runs/acdc
+#   PRESET=quick|paper   SUPERVISION=full|scribble   JOBS=N   THREADS=1   ACDC_DIR=...   OUT=runs/acdc
 #   METHODS=a,b,...  SEEDS=0,1  (default: the preset's; a later run may add seeds or methods)
 # Split by patient (data README): train 001-060, validation 061-070, test 071-080.
 # quick: 128 px, methods random, coreset (pixels), gcl-coreset, typiclust, bald,
@@ -31,7 +31,6 @@ fi
 source "$(dirname "$0")/acdc_data.sh"
 
 RUN="$OUT/$PRESET-$SUPERVISION"
-ALL_SEEDS=${SEEDS:-$([ "$PRESET" = paper ] && echo 0,1,2,3,4 || echo 0,1,2)}
 OTHER=$([ "$SUPERVISION" = scribble ] && echo full || echo scribble)
 # encoders the other supervision's run or the ablation finished are linked, not trained again
 REUSE=$(existing_runs "$OUT/$PRESET-$OTHER" "$OUT/ablation")

@@ -3,7 +3,7 @@
 # and gcl-coreset at 2 and 5 %, each trained plainly and with ARCO (the `+arco` round modifier:
 # a mean teacher on the pool plus ARCO's pixel contrast), full masks, quick preset, 3 seeds,
 # then paired differences against gcl-coreset+arco. Resumable.
-#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
+#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  THREADS=1  SEEDS=0,1,2
 set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"

@@ -5,7 +5,7 @@
 # volume costs its slices). Three loop runs, then one bootstrap over them: its dice-cost.png
 # is the figure. Resumable; the slice runs are the same as `make acdc-quick`'s gcl-coreset
 # chains and reuse them when that has run (same run directories).
-#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  SEEDS=0,1,2
+#   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  THREADS=1  SEEDS=0,1,2
 set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
