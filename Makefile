@@ -65,7 +65,7 @@ acdc-paper: install  ## the paper's protocol (256 px, 100 pretraining epochs, 5 
 	PRESET=paper SUPERVISION=full ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 	PRESET=paper SUPERVISION=scribble ACDC_DIR=$(ACDC_DIR) DEVICE=auto bash examples/acdc.sh
 
-figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (one seed's volume chain, 2,700 3D iterations: 1 h 49 min on one core shared with a 2-job loop, measured; ~1.9-2 s per iteration there; the slice runs are acdc-quick's gcl-coreset chains)
+figure2: install  ## the paper's figure 2 on ACDC: Dice vs annotation cost, gcl-coreset on masks and on scribbles vs random whole volumes with a 3D U-Net, 3 seeds (one seed's volume chain, 2,700 3D iterations: 91-95 min of steps on one thread beside a 2-job loop, seeds 0 and 1 measured; ~1.9-2 s per iteration there; the slice runs are acdc-quick's gcl-coreset chains)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/figure2.sh
 
 acdc-semi: install  ## ACDC: random vs gcl-coreset at 2 and 5 %, each plain and with ARCO, full masks, quick preset, 3 seeds, paired differences (seed 2: 47 min wall with JOBS=2 beside another 2-job run and acdc-quick's encoder, measured; ARCO rounds 8-16 min, plain 6; ~2.5 h for 3 seeds, est.)
