@@ -1,7 +1,8 @@
-# Sourced by the ACDC scripts (acdc.sh, figure2.sh, ablation.sh, acdc_semi.sh): checks ACDC_DIR, writes the
-# patient split (train 001-060, validation 061-070, test 071-080; data README) as a file so it
-# is explicit and identical on every machine, and preps $OUT/acdc$SIZE.zarr once. Sets DATA
-# and the scripts' shared defaults (ALSEG, ACDC_DIR, OUT, JOBS, THREADS, SEEDS).
+# Sourced by the ACDC scripts (acdc.sh, figure2.sh, ablation.sh, acdc_semi.sh): checks
+# ACDC_DIR, writes the patient split (train 001-060, validation 061-070, test 071-080; data
+# README) as a file so it is explicit and identical on every machine, and preps
+# $OUT/acdc$SIZE.zarr once. Sets DATA and the scripts' shared defaults (ALSEG, ACDC_DIR, OUT,
+# JOBS, THREADS, SEEDS).
 ALSEG=${ALSEG:-.venv/bin/alseg}
 ACDC_DIR=${ACDC_DIR:-../shared/data/acdc}
 OUT=${OUT:-runs/acdc}
