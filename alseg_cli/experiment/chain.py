@@ -149,7 +149,7 @@ def prepare_seed(cfg: Dict[str, Any], run_dir: Path, seed: int, backend, runner:
         if pretrained_network(cfg) and options.get("loss", "gcl") == "gcl" and "weights" not in options:
             options["weights"] = default_weights((), pretrained=True)      # patient group alone
         runner.run(enc.parent, enc.name, lambda: _reuse_or_pretrain(cfg, enc, seed, backend, options),
-                   summarize=lambda m: {"reused_from": m["reused_from"]} if (m or {}).get("reused_from") else {})
+                   summarize=_reused)
     out = layout.embeddings_path(run_dir, embeddings_key("encoder", seed, key))
     runner.run(out.parent, out.name, lambda: backend.embed(cfg["dataset"], out, encoder, cfg["device"]))
 
@@ -240,9 +240,10 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
                 return {"step": "train", "member": member, "skipped": True}
             return {"step": "train", "member": member, **(train(member=member) or {})}
         parallel = {"assemble": True} if models_for(cfg, method) > 1 and cfg["executor"] == "ray" else {}
-        twin = first_round_twin(cfg, run_dir, name, seed, rd) if r == 0 else None
-        return runner.run(rd, "train", (lambda: link_model(twin, model_dir)) if twin else (lambda: train(**parallel)),
-                          summarize=_train_summary)
+        def linked_or_trained():         # looked for only when the step runs, not on every resume
+            twin = first_round_twin(cfg, run_dir, name, seed, rd) if r == 0 else None
+            return link_model(twin, model_dir) if twin else train(**parallel)
+        return runner.run(rd, "train", linked_or_trained, summarize=_train_summary)
     return runner.run(rd, "evaluate", lambda: backend.evaluate(
         dataset=cfg["dataset"], model=str(model_dir), out=rd / "eval.json",
         split=cfg["eval_split"], device=cfg["device"]),
@@ -256,8 +257,13 @@ def _train_summary(m) -> Dict[str, Any]:
     """A train step's marker fields, from the model manifest."""
     m = m or {}
     return {"best_member": m.get("best_member"), "degenerate": m.get("degenerate"), "threads": _threads(m),
-            "retries": sum(len(mb.get("attempts", [None])) - 1 for mb in m.get("members", [])),
-            **({"reused_from": m["reused_from"]} if m.get("reused_from") else {})}
+            "retries": sum(len(mb.get("attempts", [None])) - 1 for mb in m.get("members", [])), **_reused(m)}
+
+
+def _reused(manifest) -> Dict[str, Any]:
+    """A linked output's source for its step marker (encoder or model linked, not made here)."""
+    source = (manifest or {}).get("reused_from")
+    return {"reused_from": source} if source else {}
 
 
 def _threads(model_manifest) -> Optional[int]:

@@ -191,9 +191,7 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     cfg["dataset"] = str(Path(cfg["dataset"]).resolve())
     if cfg.get("encoder"):
         cfg["encoder"] = str(Path(cfg["encoder"]).resolve())
-    reuse = cfg["reuse_encoders"]
-    cfg["reuse_encoders"] = [str(Path(r.strip()).resolve())
-                             for r in (reuse.split(",") if isinstance(reuse, str) else reuse) if str(r).strip()]
+    cfg["reuse_encoders"] = [str(Path(r).resolve()) for r in parse_list(cfg["reuse_encoders"], str)]
     missing = [r for r in cfg["reuse_encoders"] if not Path(r).is_dir()]
     if missing:
         raise AlsegError(f"--reuse-encoders {missing[0]}: no such directory")

@@ -16,18 +16,17 @@ from typing import Any, Dict, List
 ROUND_STAGES = ("select", "train", "evaluate")
 
 
-def _seconds(marker: Path):
+def _marker(path: Path) -> dict:
     try:
-        return float(json.loads(marker.read_text())["seconds"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def _linked_from(marker: Path):
-    """The run an encoder was linked from (loop --reuse-encoders), or None."""
-    try:
-        return json.loads(marker.read_text()).get("reused_from")
+        return json.loads(path.read_text())
     except (OSError, ValueError):
+        return {}
+
+
+def _seconds(marker: dict):
+    try:
+        return float(marker["seconds"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -49,20 +48,20 @@ def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str,
     markers += [("pretrain", m.parent.parent.name + "-", m)
                 for m in sorted((run_dir / "encoders").glob("*/.done/*.json"))]
     markers += [("embed", "", m) for m in sorted((run_dir / "embeddings" / ".done").glob("*.json"))]
-    for kind, key, marker in markers:
+    for kind, key, path in markers:
+        marker = _marker(path)
         sec = _seconds(marker)
         if sec is None:
             continue
-        name = f"{kind} {key}{marker.stem.removesuffix('.zarr')}"
-        source = _linked_from(marker) if kind == "pretrain" else None
-        once[name + (f" (linked from {source})" if source else "")] = sec
+        source = marker.get("reused_from")          # an encoder linked by loop --reuse-encoders
+        once[f"{kind} {key}{path.stem.removesuffix('.zarr')}" + (f" (linked from {source})" if source else "")] = sec
     for rd in run_dir.glob("*/seed*/round*"):
         match = re.fullmatch(r"round([0-9.]+)", rd.name)
         if not match or not rd.is_dir():
             continue
         key = (rd.parent.parent.name, float(match.group(1)))
         for stage in ROUND_STAGES:
-            sec = _seconds(rd / ".done" / f"{stage}.json")
+            sec = _seconds(_marker(rd / ".done" / f"{stage}.json"))
             if sec is not None:
                 cells.setdefault(key, {s: [] for s in ROUND_STAGES})[stage].append(sec)
 
