@@ -8,9 +8,10 @@ set -euo pipefail
 SIZE=128
 source "$(dirname "$0")/acdc_data.sh"
 RUN="$OUT/ablation"
-# the ntxent-patient-volume row's encoders are acdc-quick's GCL ones: linked when those are done
+# the ntxent-patient-volume row's encoders are acdc-quick's GCL ones, and its rounds and the
+# pixel Coreset row's repeat acdc-quick weak's gcl-coreset and coreset chains: linked when done
 REUSE=$(existing_runs "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/semi")
 $ALSEG loop -o "$RUN" --config examples/ablation.toml --dataset "$DATA" --device cpu --jobs "$JOBS" \
-  --threads "$THREADS" ${REUSE:+--reuse-encoders "$REUSE"} ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
+  --threads "$THREADS" ${REUSE:+--reuse-encoders "$REUSE" --reuse-models "$REUSE"} ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
 echo "ablation: table $RUN-table/table.md (the mean column is table 4's mDICE)" >&2

@@ -32,10 +32,12 @@ source "$(dirname "$0")/acdc_data.sh"
 
 RUN="$OUT/$PRESET-$SUPERVISION"
 OTHER=$([ "$SUPERVISION" = scribble ] && echo full || echo scribble)
-# encoders the other supervision's run or the ablation finished are linked, not trained again
-REUSE=$(existing_runs "$OUT/$PRESET-$OTHER" "$OUT/ablation")
+# encoders the other supervision's run or the ablation finished, and rounds the ablation or the
+# semi run trained with the same call (the weak coreset and gcl-coreset chains, 2 % rounds), are
+# linked, not trained again
+REUSE=$(existing_runs "$OUT/$PRESET-$OTHER" "$OUT/ablation" "$OUT/semi")
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset "$PRESET" --supervision "$SUPERVISION" \
-  --methods "$METHODS" --pretrain "${EXTRA[@]}" ${REUSE:+--reuse-encoders "$REUSE"} --device "$DEVICE" \
+  --methods "$METHODS" --pretrain "${EXTRA[@]}" ${REUSE:+--reuse-encoders "$REUSE" --reuse-models "$REUSE"} --device "$DEVICE" \
   --jobs "$JOBS" --threads "$THREADS" ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
 echo "acdc: table $RUN-table/table.md, plot $RUN-table/dice.png, stage times $RUN-table/timings.md" >&2

@@ -10,14 +10,15 @@ source "$(dirname "$0")/acdc_data.sh"
 RUN="$OUT/semi"
 ALL_SEEDS=${SEEDS:-0,1,2}
 # GCL encoders: those the quick runs or the ablation finished are linked, not trained again; a
-# run begun with --encoder (the full run's, as results/acdc/semi's seed 2) goes on with it
+# run begun with --encoder (the full run's, as results/acdc/semi's seed 2) goes on with it. The
+# plain chains' 2 % rounds are acdc-quick full's: linked when done.
+REUSE=$(existing_runs "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/ablation")
 if grep -qs '"encoder": "' "$RUN/config.json"; then ENCODER=(--encoder "$OUT/quick-full/encoders/seed{seed}")
 else
-  REUSE=$(existing_runs "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/ablation")
   ENCODER=(--pretrain --pretrain-epochs 5 ${REUSE:+--reuse-encoders "$REUSE"})
 fi
 $ALSEG loop -o "$RUN" --dataset "$DATA" --preset quick --methods random,gcl-coreset,random+arco,gcl-coreset+arco \
-  --budgets 2,5 --seeds "$ALL_SEEDS" "${ENCODER[@]}" --device cpu --jobs "$JOBS" --threads "$THREADS" \
+  --budgets 2,5 --seeds "$ALL_SEEDS" "${ENCODER[@]}" ${REUSE:+--reuse-models "$REUSE"} --device cpu --jobs "$JOBS" --threads "$THREADS" \
   > "$RUN.loop.json"
 $ALSEG bootstrap "$RUN" -o "$RUN-table" --compare gcl-coreset+arco --force > "$RUN.bootstrap.json"
 echo "semi: table $RUN-table/table.md, paired differences $RUN-table/compare.md" >&2

@@ -92,15 +92,19 @@ def test_cli_one_json_line_on_stdout(tmp_path):
 
 
 def test_stage_timings_from_done_markers(tmp_path):
-    """Per method and budget, the mean over seeds of each stage's recorded seconds."""
+    """Per method and budget, the mean over seeds of each stage's recorded seconds; a linked
+    model's train step is counted apart, not averaged in."""
     run = tmp_path / "run"
-    fake_run(run, {"random": {2: {0: [0.5], 1: [0.6]}, 5: {0: [0.7]}}})
+    fake_run(run, {"random": {2: {0: [0.5], 1: [0.6], 2: [0.6]}, 5: {0: [0.7]}}})
     secs = {(0, 2): (1.0, 100.0, 4.0), (1, 2): (3.0, 300.0, 6.0), (0, 5): (2.0, 50.0, None)}
     for (seed, budget), stages in secs.items():
         rd = run / "random" / f"seed{seed}" / f"round{budget}"
         for stage, sec in zip(("select", "train", "evaluate"), stages):
             if sec is not None:
                 write_json(rd / ".done" / f"{stage}.json", {"step": stage, "seconds": sec})
+    linked = run / "random" / "seed2" / "round2" / ".done"
+    write_json(linked / "select.json", {"step": "select", "seconds": 2.0})
+    write_json(linked / "train.json", {"step": "train", "seconds": 0.01, "reused_from": "runs/a/random/seed2/round2/model"})
     write_json(run / "encoders" / ".done" / "seed0.json", {"step": "seed0", "seconds": 200.0})
     write_json(run / "embeddings" / ".done" / "seed0.zarr.json", {"step": "seed0.zarr", "seconds": 7.0})
     write_json(run / "encoders" / "ntxent" / ".done" / "seed0.json", {"step": "seed0", "seconds": 90.0})
@@ -112,10 +116,10 @@ def test_stage_timings_from_done_markers(tmp_path):
                              "pretrain spcon-coreset-seed0 (linked from runs/other/encoders/spcon-coreset/seed0)": 0.5,
                              "embed seed0": 7.0}
     assert times["rounds"] == [
-        {"method": "random", "budget": 2.0, "runs": 2, "select": 2.0, "train": 200.0, "evaluate": 5.0},
-        {"method": "random", "budget": 5.0, "runs": 1, "select": 2.0, "train": 50.0, "evaluate": None}]
+        {"method": "random", "budget": 2.0, "linked": 1, "runs": 3, "select": 2.0, "train": 200.0, "evaluate": 5.0},
+        {"method": "random", "budget": 5.0, "linked": 0, "runs": 1, "select": 2.0, "train": 50.0, "evaluate": None}]
     md = (run / "bootstrap" / "timings.md").read_text()
-    assert "| random | 2 % | 2.0 s | 3.3 min | 5.0 s | 2 |" in md and "| pretrain seed0 | 3.3 min |" in md
+    assert "| random | 2 % | 2.0 s | 3.3 min (1 linked) | 5.0 s | 3 |" in md and "| pretrain seed0 | 3.3 min |" in md
     assert m["outputs"]["timings"] == str(run / "bootstrap" / "timings.md")
 
 

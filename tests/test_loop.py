@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import math
 import shutil
 from pathlib import Path
@@ -504,16 +505,23 @@ def test_warm_start_starts_each_round_from_the_previous_rounds_model(tmp_path, d
 
 
 class ModelBackend(FakeBackend):
-    """Writes model manifests of kind "model" (what twins link) and the labels file trained on."""
+    """Writes model manifests of kind "model" (what twins link), with the labels file trained on
+    and where it trained (device, threads) as train_seg records them."""
 
     def train(self, *, dataset, labels, out, supervision, iterations, ensemble, seed, device, **kw):
-        m = super().train(dataset=dataset, labels=labels, out=out, supervision=supervision,
-                          iterations=iterations, ensemble=ensemble, seed=seed, device=device, **kw)
+        import torch
+        super().train(dataset=dataset, labels=labels, out=out, supervision=supervision,
+                      iterations=iterations, ensemble=ensemble, seed=seed, device=device, **kw)
         (Path(out) / "member0").mkdir()
         (Path(out) / "member0" / "best.pt").write_text(f"weights of {out}")
-        write_json(Path(out) / "manifest.json", {"kind": "model", "best_member": 0, "labels": labels,
-                                                 "outputs": {"model_dir": str(Path(out).resolve())}})
+        write_json(Path(out) / "manifest.json", {
+            "kind": "model", "best_member": 0, "labels": labels, "outputs": {"model_dir": str(Path(out).resolve())},
+            "args": {"device": "cpu", "threads": torch.get_num_threads()}})
         return {"kind": "model", "best_member": 0}
+
+    def select(self, *, method, seed, **kw):
+        """FakeBackend's picks, drawn apart per method (a real BALD picks other slices than random)."""
+        return super().select(method=method, seed=seed + (zlib.crc32(method.encode()) % 1000) * 7919, **kw)
 
     def propagate(self, *, dataset, labeled, model, out, **options):
         self.calls.append(("propagate", str(out)))
@@ -546,3 +554,44 @@ def test_first_rounds_on_the_same_slices_share_one_model(tmp_path, dataset):
         for name in ("random", "stochastic-batches", "random+arco"):
             assert str(out / name / f"seed{seed}" / "round2" / "model") in trained
     assert "reused_from" not in json.loads((out / "random/seed0/round2/model/manifest.json").read_text())
+
+
+def _linked_from(model: Path):
+    return json.loads((Path(model) / "manifest.json").read_text()).get("reused_from")
+
+
+def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, dataset):
+    """--reuse-models: an ablation row that repeats an experiment's chain (same selections,
+    seeds, schedule and recipe) links every round's model from it; a chain whose rounds
+    differ, a run with another recipe, and other CPU threads train their own."""
+    first = tmp_path / "experiment"
+    run_loop(first, backend=ModelBackend(), jobs=1, **options(dataset, methods="random,coreset", seeds="0"))
+    be = ModelBackend()
+    second = tmp_path / "ablation"
+    run_loop(second, backend=be, jobs=1, reuse_models=str(first),
+             **options(dataset, methods="coreset,random+knn-prop", seeds="0", budgets="2,5"))
+    trained = {c[1] for c in be.calls if c[0] == "train"}
+    for budget in (2, 5):
+        model = second / "coreset" / "seed0" / f"round{budget}" / "model"
+        assert str(model) not in trained
+        assert _linked_from(model) == str((first / "coreset" / "seed0" / f"round{budget}" / "model").resolve())
+        assert (model / "member0" / "best.pt").samefile(first / "coreset/seed0" / f"round{budget}/model/member0/best.pt")
+    # the first round has no propagation yet: random's; the second trains on pseudo-labels too
+    assert _linked_from(second / "random+knn-prop/seed0/round2/model") is not None
+    assert str(second / "random+knn-prop" / "seed0" / "round5" / "model") in trained
+    assert json.loads((second / "config.json").read_text())["reuse_models"] == [str(first.resolve())]
+
+    for other, kw in (("batch", {"batch_size": 3}), ("iters", {"iterations": 8})):
+        be = ModelBackend()
+        run_loop(tmp_path / other, backend=be, jobs=1, reuse_models=str(first),
+                 **options(dataset, methods="coreset", seeds="0", budgets="2", **kw))
+        assert [c[1] for c in be.calls if c[0] == "train"] == [str(tmp_path / other / "coreset/seed0/round2/model")]
+    used = json.loads((first / "coreset/seed0/round2/model/manifest.json").read_text())["args"]["threads"]
+    be = ModelBackend()
+    run_loop(tmp_path / "threads", backend=be, jobs=1, reuse_models=str(first), threads=used + 1,
+             **options(dataset, methods="coreset", seeds="0", budgets="2"))
+    assert len([c for c in be.calls if c[0] == "train"]) == 1
+    with pytest.raises(AlsegError, match="--reuse-models .*absent: no such directory"):
+        run_loop(tmp_path / "bad", backend=ModelBackend(), reuse_models=str(tmp_path / "absent"),
+                 **options(dataset, methods="coreset", seeds="0"))
+

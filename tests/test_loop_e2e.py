@@ -94,3 +94,21 @@ def test_a_loop_killed_mid_training_continues_the_member(tmp_path, tiny_store, m
     run_loop(run, **settings)
     assert calls[1] == 4                  # continued at iteration 3, not restarted
     assert results(run) == results(ref)
+
+
+def test_linked_rounds_equal_trained_ones(tmp_path, tiny_store):
+    """--reuse-models on real training: a run repeating another's chain links every round's
+    model (nothing trained), and its Dice equals a run that trains them itself."""
+    torch.set_num_threads(1)
+    kw = dict(dataset=str(tiny_store), methods="random", budgets="10,20", seeds="0", iterations=3,
+              base_channels=4, device="cpu", threads=1)
+    first, linked, trained = tmp_path / "first", tmp_path / "linked", tmp_path / "trained"
+    run_loop(first, **kw)
+    run_loop(linked, reuse_models=str(first), **kw)
+    run_loop(trained, **kw)
+    for r in ("round10", "round20"):
+        model = linked / "random" / "seed0" / r / "model"
+        manifest = json.loads((model / "manifest.json").read_text())
+        assert manifest["reused_from"] == str((first / "random" / "seed0" / r / "model").resolve())
+        assert "reused_from" not in json.loads((trained / "random/seed0" / r / "model/manifest.json").read_text())
+    assert results(linked) == results(trained) == results(first)

@@ -48,6 +48,12 @@ def command(
                                                  "one was trained on the same dataset content with the same "
                                                  "settings and seed (the supervision and rounds do not "
                                                  "matter); its manifest says reused_from."),
+    reuse_models: Optional[str] = typer.Option(None, "--reuse-models", help="Comma list of other run dirs: a "
+                                               "round whose training call (dataset content, labelled "
+                                               "slices, seed, schedule, recipe, device and threads) "
+                                               "equals a finished round's there links that model instead "
+                                               "of training it (rounds of this run are always looked "
+                                               "at); its manifest says reused_from."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Fixed training iterations per round "
                                                                          "(default: per-% schedule of the preset)."),
     base_channels: Optional[int] = typer.Option(None, "--base-channels", help="UNet width (paper 16)."),
@@ -104,7 +110,8 @@ def command(
                    train_options={"backbone_weights": str(backbone_weights.resolve())} if backbone_weights else None,
                    models_per_round=models_per_round, supervision=supervision,
                    encoder=str(encoder) if encoder else None, pretrain=pretrain,
-                   pretrain_epochs=pretrain_epochs, reuse_encoders=reuse_encoders, iterations=iterations,
+                   pretrain_epochs=pretrain_epochs, reuse_encoders=reuse_encoders,
+                   reuse_models=reuse_models, iterations=iterations,
                    base_channels=base_channels,
                    preset=preset, device=device, jobs=jobs, threads=threads, executor=executor,
                    ray_address=ray_address, cpus_per_task=cpus_per_task, gpus_per_train=gpus_per_train,

@@ -23,7 +23,7 @@ from .backend import (can_start_cold, embedding_source, encoder_key, load_backen
                       modifiers, needs_model, own_pretrain_options)
 from .config import encoder_for, iterations_for, pretrained_network, round_budgets
 from .steps import StepRunner
-from .twins import first_round_twin, link_model
+from .twins import link_model, trained_twin
 
 DEFAULT_BACKEND = "alseg_cli.experiment.backend:LibraryBackend"
 
@@ -187,6 +187,28 @@ def _embeddings(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int) -> Opt
     return None if key is None else str(layout.embeddings_path(run_dir, key))
 
 
+def train_call(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int) -> Dict[str, Any]:
+    """The keywords of round r's ``backend.train`` call except ``out``: everything its model
+    depends on (twins.py compares them between rounds). A +knn-prop round after the first
+    trains on propagated labels besides (_with_propagation adds them)."""
+    budgets = round_budgets(cfg)
+    rd = layout.round_dir(run_dir, name, seed, budgets[r])
+    prev = layout.round_dir(run_dir, name, seed, budgets[r - 1]) if r else None
+    options = dict(cfg.get("train_options") or {})
+    if "arco" in modifiers(name):
+        options.update(semi="arco", semi_options=dict(cfg.get("semi_options") or {}))
+    if options.get("retries") and prev is not None and "min_val_dice" not in options:
+        # a model far under the previous round's on validation counts as degenerate too
+        options["min_val_dice"] = PREVIOUS_ROUND_FLOOR * previous_val_dice(prev / "model")
+    if cfg.get("warm_start") and prev is not None:
+        options["init"] = str(prev / "model")
+    return dict(dataset=cfg["dataset"], labels=str(rd / "selection.json"), supervision=cfg["supervision"],
+                iterations=iterations_for(cfg, float(budgets[r].fraction * 100)),
+                ensemble=models_for(cfg, method_of(cfg, name)), seed=round_seed(seed, r), device=cfg["device"],
+                base_channels=cfg["base_channels"], batch_size=cfg["batch_size"],
+                **({"model": cfg["model"]} if cfg.get("model") else {}), **options)
+
+
 def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step: str, backend,
                runner: StepRunner, member: Optional[int] = None) -> Dict[str, Any]:
     """One step of round ``r`` of a chain, done-marked; what it needs from earlier steps is
@@ -218,21 +240,10 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
             summarize=lambda m: {"method": use, "selected": len((m or {}).get("selected", [])),
                                  "labeled": len((m or {}).get("labeled", {}))})
     if step == "train":
-        options = dict(cfg.get("train_options") or {})
-        if "arco" in mods:
-            options.update(semi="arco", semi_options=dict(cfg.get("semi_options") or {}))
-        if options.get("retries") and prev is not None and "min_val_dice" not in options:
-            # a model far under the previous round's on validation counts as degenerate too
-            options["min_val_dice"] = PREVIOUS_ROUND_FLOOR * previous_val_dice(prev / "model")
-        if cfg.get("warm_start") and prev is not None:
-            options["init"] = str(prev / "model")
+        call = train_call(cfg, run_dir, name, seed, r)
+
         def train(out_dir=model_dir, **extra):
-            return backend.train(
-                dataset=cfg["dataset"], labels=str(sel), out=out_dir, supervision=cfg["supervision"],
-                iterations=iterations_for(cfg, float(budget.fraction * 100)), ensemble=models_for(cfg, method),
-                seed=rseed, device=cfg["device"], base_channels=cfg["base_channels"],
-                batch_size=cfg["batch_size"], **({"model": cfg["model"]} if cfg.get("model") else {}),
-                **options, **extra)
+            return backend.train(out=out_dir, **call, **extra)
         if "knn-prop" in mods and prev is not None:
             train = _with_propagation(cfg, run_dir, name, seed, r, rd, prev, backend, runner, train)
         if member is not None:
@@ -241,7 +252,7 @@ def round_step(cfg: Dict[str, Any], run_dir, name: str, seed: int, r: int, step:
             return {"step": "train", "member": member, **(train(member=member) or {})}
         parallel = {"assemble": True} if models_for(cfg, method) > 1 and cfg["executor"] == "ray" else {}
         def linked_or_trained():         # looked for only when the step runs, not on every resume
-            twin = first_round_twin(cfg, run_dir, name, seed, rd) if r == 0 else None
+            twin = trained_twin(cfg, run_dir, name, seed, r, call, train_call)
             return link_model(twin, model_dir) if twin else train(**parallel)
         return runner.run(rd, "train", linked_or_trained, summarize=_train_summary)
     return runner.run(rd, "evaluate", lambda: backend.evaluate(

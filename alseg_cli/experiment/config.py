@@ -54,7 +54,7 @@ DEFAULTS: Dict[str, Any] = {
     "dataset": None, "methods": ["random"], "budgets": [2, 3, 4, 5, 10], "first_budget": None, "seeds": [0],
     "pixels_size": 32, "variants": {}, "unit": "slice",
     "models_per_round": 1, "ensemble_models": 3, "supervision": "full", "model": None, "encoder": None, "pretrain": False,
-    "reuse_encoders": [], "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
+    "reuse_encoders": [], "reuse_models": [], "pretrain_epochs": 5, "pretrain_options": {}, "train_options": {}, "select_options": {},
     "iterations": None, "iterations_per_percent": 60, "min_iterations": 150,
     "max_iterations": 1500, "base_channels": 8, "batch_size": 6, "device": "auto",
     "preset": None, "jobs": 1, "threads": None, "eval_split": "test", "method_embeddings": {},
@@ -68,8 +68,9 @@ DEFAULTS: Dict[str, Any] = {
 
 # Settings that may change between a run and its resume without changing any result.
 # (threads may change CPU float rounding, never selections of seeded non-model methods.)
-# (reuse_encoders only links encoders trained with the same settings.)
+# (reuse_encoders and reuse_models only link encoders and models trained with the same settings.)
 FREE_KEYS = {"methods", "seeds", "jobs", "device", "preset", "threads", "executor", "ray_address", "reuse_encoders",
+             "reuse_models",
              "cpus_per_task", "gpus_per_train", "gpus_per_pretrain", "gpus_per_select", "gpus_per_evaluate"}
 
 
@@ -191,10 +192,11 @@ def resolve_config(options: Dict[str, Any], config_file: Optional[str] = None) -
     cfg["dataset"] = str(Path(cfg["dataset"]).resolve())
     if cfg.get("encoder"):
         cfg["encoder"] = str(Path(cfg["encoder"]).resolve())
-    cfg["reuse_encoders"] = [str(Path(r).resolve()) for r in parse_list(cfg["reuse_encoders"], str)]
-    missing = [r for r in cfg["reuse_encoders"] if not Path(r).is_dir()]
-    if missing:
-        raise AlsegError(f"--reuse-encoders {missing[0]}: no such directory")
+    for key in ("reuse_encoders", "reuse_models"):
+        cfg[key] = [str(Path(r).resolve()) for r in parse_list(cfg[key], str)]
+        missing = [r for r in cfg[key] if not Path(r).is_dir()]
+        if missing:
+            raise AlsegError(f"--{key.replace('_', '-')} {missing[0]}: no such directory")
     methods = cfg["methods"]
     cfg["methods"] = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     if not cfg["methods"]:

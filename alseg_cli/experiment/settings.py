@@ -17,7 +17,7 @@ from ..errors import AlsegError
 SCHEMA: Dict[str, tuple] = {
     "dataset": ("str",), "methods": ("list",), "budgets": ("list",), "first_budget": ("number?", 0), "pixels_size": ("int?", 1), "seeds": ("list",),
     "models_per_round": ("int", 1), "ensemble_models": ("int", 2), "supervision": ("str",), "model": ("str?",), "encoder": ("str?",), "pretrain": ("bool",),
-    "reuse_encoders": ("list",), "pretrain_epochs": ("int", 1), "pretrain_options": ("table",), "train_options": ("table",),
+    "reuse_encoders": ("list",), "reuse_models": ("list",), "pretrain_epochs": ("int", 1), "pretrain_options": ("table",), "train_options": ("table",),
     "select_options": ("table",), "iterations": ("int?", 1), "iterations_per_percent": ("number", 0),
     "min_iterations": ("int", 0), "max_iterations": ("int?", 1), "base_channels": ("int", 1),
     "batch_size": ("int", 1), "device": ("str",), "preset": ("str?",), "jobs": ("int", 1),

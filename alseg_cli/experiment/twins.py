@@ -1,60 +1,112 @@
-"""First rounds trained once per run and seed.
+"""Rounds whose model another round has already trained.
 
-A method that cannot choose from nothing (BALD, ...) picks its first round at random, and a
-``+knn-prop`` chain's first round has no propagation yet. Such a round trains exactly the model
-that another chain of the same seed trains in its first round (random's, or the base
-method's): the same labelled slices, seed, schedule and recipe. The loop links that finished
-model instead of training it again (hard links; its manifest says ``reused_from``), and the
-chain's later rounds start from it as from their own. Only one-model rounds are linked: an
-ensemble method (stochastic-batches) trains more members than random's round has.
+A round's model depends only on its training call: the dataset's content, the labelled
+slices, the seed, schedule and recipe, and where it ran (device; CPU threads, which change
+float rounding). When another finished round, in this run or in a run under ``reuse_models``,
+made exactly that call, the loop links its model (hard links; the manifest says
+``reused_from``) instead of training it again, and the chain's later rounds start from it as
+from their own. So BALD's random first round shares random's model, a ``+knn-prop`` chain's
+first round (no propagation yet) shares its base method's, and an ablation row that repeats an
+experiment's chain (pixel Coreset; NT-Xent + patient + volume = GCL) shares its rounds.
+
+Rounds trained on propagated pseudo-labels (``+knn-prop`` after the first round) are never
+linked: their labels are more than the selection. A change of the training code between the
+two runs is not seen (as for ``reuse_encoders``).
 """
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from ..atomic import atomic_path, link_or_copy
 from ..errors import AlsegError
-from ..manifest import load_manifest, relocated, save_manifest
+from ..manifest import content_hash, load_manifest, relocated, save_manifest
 from . import steps as layout
-from .backend import method_of, models_for, modifiers
+from .backend import modifiers
+from .config import DEFAULTS, round_budgets, round_name
 
-# modifiers that change nothing in a first round (no previous model to pseudo-label with)
-IDLE_IN_FIRST_ROUND = {"knn-prop"}
+# call(cfg, run_dir, name, seed, r) -> the round's backend.train keywords except ``out``
+CallOf = Callable[[Dict[str, Any], Path, str, int, int], Dict[str, Any]]
 
 
 def _read(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _recipe(cfg: Dict[str, Any], name: str):
-    """What a chain's first-round training depends on besides the run's settings and seed."""
-    return models_for(cfg, method_of(cfg, name)), set(modifiers(name)) - IDLE_IN_FIRST_ROUND
+def trains_on_selection(name: str, r: int) -> bool:
+    """Does round r of this chain train on its selection alone (not on propagated labels)?"""
+    return r == 0 or "knn-prop" not in modifiers(name)
 
 
-def first_round_twin(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int, rd: Path) -> Optional[Path]:
-    """The finished first-round model of another chain of this run and seed that trained on the
-    same labelled slices with the same recipe (one model: ensembles draw members apart); None if
-    there is none."""
-    recipe = _recipe(cfg, name)
-    labelled = _read(rd / "selection.json").get("labeled")
-    if recipe[0] != 1 or labelled is None:
+def _fingerprint(call: Dict[str, Any]) -> Dict[str, Any]:
+    """What a training call's model depends on, with paths replaced by what they hold."""
+    out = {k: v for k, v in call.items() if k not in ("dataset", "labels", "device")}
+    return {**out, "dataset": content_hash(call["dataset"]), "labels": _read(call["labels"]).get("labeled")}
+
+
+def where_trained(device: str) -> Tuple[str, Optional[int]]:
+    """(device, CPU threads or None on a GPU) a training here would record in its manifest."""
+    import torch
+
+    from ..device import resolve_device
+    dev = resolve_device(device)
+    return str(dev), torch.get_num_threads() if dev.type == "cpu" else None
+
+
+def _runs(cfg: Dict[str, Any], run_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
+    """This run, then the ``reuse_models`` runs, each with its resolved settings."""
+    yield run_dir, cfg
+    for other in cfg.get("reuse_models") or []:
+        other = Path(other)
+        settings = _read(other / "config.json")
+        if settings and other.resolve() != run_dir.resolve():
+            yield other, {**DEFAULTS, **settings}
+
+
+def _finished_rounds(cfg: Dict[str, Any], root: Path, seed: int, name_of_round: str) -> Iterator[Tuple[str, int, Path]]:
+    """(chain, round index, round dir) of the run's chains whose round ``name_of_round`` of the seed
+    has a trained model."""
+    try:
+        index = [round_name(b) for b in round_budgets(cfg)].index(name_of_round)
+    except (ValueError, KeyError, TypeError, AlsegError):
+        return
+    for chain in sorted(root.glob(f"*/seed{seed}/{name_of_round}")):
+        name = chain.parent.parent.name
+        if layout.is_done(chain, "train") and _read(chain / "model" / "manifest.json").get("kind") == "model":
+            yield name, index, chain
+
+
+def trained_twin(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int, r: int, call: Dict[str, Any],
+                 call_of: CallOf) -> Optional[Path]:
+    """The finished model of another round (this run's, else a ``reuse_models`` run's) that
+    made the same training call as round r of chain ``name`` would; None if there is none."""
+    run_dir = Path(run_dir)
+    rd = Path(call["labels"]).parent
+    labelled = _read(call["labels"]).get("labeled")
+    if labelled is None or not trains_on_selection(name, r):
         return None
-    for other in sorted(Path(run_dir).glob(f"*/seed{seed}/{rd.name}")):
-        if other == rd or not layout.is_done(other, "train"):
-            continue
-        try:
-            same = _recipe(cfg, other.parent.parent.name) == recipe
-        except AlsegError:            # a folder that is no chain of this run's settings
-            continue
-        if (same and _read(other / "selection.json").get("labeled") == labelled
-                and _read(other / "model" / "manifest.json").get("kind") == "model"):
-            return other / "model"
+    want, here = None, where_trained(call["device"])
+    for root, settings in _runs(cfg, run_dir):
+        for other, index, other_rd in _finished_rounds(settings, root, seed, rd.name):
+            if other_rd.resolve() == rd.resolve() or not trains_on_selection(other, index):
+                continue
+            if _read(other_rd / "selection.json").get("labeled") != labelled:
+                continue                                  # the cheap test first
+            args = _read(other_rd / "model" / "manifest.json").get("args") or {}
+            if (args.get("device"), args.get("threads")) != here:
+                continue
+            try:
+                theirs = _fingerprint(call_of(settings, root, other, seed, index))
+            except (AlsegError, KeyError, TypeError, ValueError):   # a folder that is no chain of that run
+                continue
+            want = want or _fingerprint(call)
+            if theirs == want:
+                return other_rd / "model"
     return None
 
 

@@ -4,6 +4,8 @@ Every marker (RUN_DIR/.../.done/<step>.json, written by the loop) records the se
 step took, so a finished or half-finished RUN_DIR can be summarised at any time: per method
 and budget, the mean over seeds of select / train / evaluate, and the once-per-seed
 pretrain and embed steps (an encoder linked from another run says so: its seconds are the link's).
+A round whose model was linked, not trained (loop: twins), is left out of the train mean and
+counted beside it.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def stage_times(*run_dirs) -> Dict[str, Any]:
     once, cells = {}, {}
     for run_dir in map(Path, run_dirs):
         _collect(run_dir, once, cells)
-    rounds = [{"method": m, "budget": b, "runs": max(len(v) for v in c.values()),
-               **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
+    rounds = [{"method": m, "budget": b, "linked": c["linked"],
+               "runs": max(len(c["select"]), len(c["train"]) + c["linked"], len(c["evaluate"])), **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
               for (m, b), c in sorted(cells.items())]
     return {"once": once, "rounds": rounds}
 
@@ -61,9 +63,15 @@ def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str,
             continue
         key = (rd.parent.parent.name, float(match.group(1)))
         for stage in ROUND_STAGES:
-            sec = _seconds(_marker(rd / ".done" / f"{stage}.json"))
-            if sec is not None:
-                cells.setdefault(key, {s: [] for s in ROUND_STAGES})[stage].append(sec)
+            marker = _marker(rd / ".done" / f"{stage}.json")
+            sec = _seconds(marker)
+            if sec is None:
+                continue
+            cell = cells.setdefault(key, {**{s: [] for s in ROUND_STAGES}, "linked": 0})
+            if stage == "train" and marker.get("reused_from"):
+                cell["linked"] += 1                 # a model linked from another round: no training
+            else:
+                cell[stage].append(sec)
 
 
 def timings_markdown(times: Dict[str, Any]) -> str:
@@ -75,6 +83,7 @@ def timings_markdown(times: Dict[str, Any]) -> str:
     lines = ["| step | wall time |", "|---|---|"]
     lines += [f"| {name} | {fmt(sec)} |" for name, sec in times["once"].items()]
     lines += ["", "| method | budget | select | train | evaluate | seeds |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['budget']:g} % | {fmt(r['select'])} | {fmt(r['train'])} | "
-              f"{fmt(r['evaluate'])} | {r['runs']} |" for r in times["rounds"]]
+    lines += [f"| {r['method']} | {r['budget']:g} % | {fmt(r['select'])} | {fmt(r['train'])}"
+              + (f" ({r['linked']} linked)" if r.get("linked") else "")
+              + f" | {fmt(r['evaluate'])} | {r['runs']} |" for r in times["rounds"]]
     return "\n".join(lines) + "\n"
