@@ -26,6 +26,7 @@ def test_one_epoch_writes_encoder_dir(phantom_store, tmp_path):
     # val split: one patient, two volumes of 6 slices
     assert cfg["G"]["patient"] == 12.0 and cfg["G"]["volume"] == 6.0
     assert m["kind"] == "encoder" and m["epochs_done"] == 1 and np.isfinite(m["final_loss"])
+    assert m["args"]["threads"] == 1       # CPU threads change float rounding: recorded, as train-seg does
     assert json.loads((out / "manifest.json").read_text())["kind"] == "encoder"
     state = torch.load(out / "encoder.pt", weights_only=True)
     assert state["trunk.conv1.weight"].shape == (64, 1, 7, 7) and state["head.2.weight"].shape == (64, 512)
@@ -54,7 +55,7 @@ def test_resume_after_interruption_matches_uninterrupted(phantom_store, tmp_path
     resumed = pt.pretrain(phantom_store, out, epochs=2, groups="slice,volume,patient", resume=True, **TINY)
     a = json.loads((tmp_path / "full" / "loss.json").read_text())["history"]
     b = json.loads((out / "loss.json").read_text())["history"]
-    assert [h["epoch"] for h in b] == [1, 2]
+    assert [h["epoch"] for h in b] == [1, 2] and [h["threads"] for h in b] == [1, 1]
     assert b[1]["loss"] == pytest.approx(a[1]["loss"], rel=1e-4)
     assert resumed["config"]["weights"] == [1.0, 0.05, 0.35, 0.025]
     assert full["final_loss"] == pytest.approx(resumed["final_loss"], rel=1e-4)

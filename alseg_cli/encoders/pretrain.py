@@ -285,6 +285,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     dev = resolve_device(device)
     if workers and dev.type == "cpu":
         torch.set_num_threads(int(workers))
+    threads = torch.get_num_threads() if dev.type == "cpu" else None
     out = Path(out)
     ckpt = _prepare_out(out, force, resume)
     if ckpt is not None:
@@ -361,7 +362,8 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
             rate = seen / max(1e-9, time.perf_counter() - t_start - ckpt_s)
             reporter.update(task, n_batches, f"loss {totals / n_batches:.4f}  {rate:.1f} slices/s")
         reporter.finish(task)
-        history.append({"epoch": epoch + 1, "loss": totals / n_batches,
+        # CPU threads set float summation order: recorded per epoch, as a resumed run may differ
+        history.append({"epoch": epoch + 1, "loss": totals / n_batches, "threads": threads,
                         "parts": {k: v / n_batches for k, v in parts_sum.items()},
                         **({"gamma": gamma} if loss == "sp-supcon" else {})})
         reporter.note(f"pretrain epoch {epoch + 1}/{epochs} loss {totals / n_batches:.4f} "
@@ -383,7 +385,7 @@ def pretrain(dataset, out, groups=None, weights: Optional[Sequence[float]] = Non
     _plot_loss(history, out / "loss.png")
     manifest = make_manifest(
         "encoder", args={**cfg, "epochs": epochs, "preset": preset, "device": device, "workers": workers,
-                         "resume": resume},
+                         "resume": resume, "threads": threads},
         inputs={"dataset": store.path}, seed=cfg["seed"], device=str(dev),
         outputs={"encoder": out, "weights": out / "encoder.pt", "config": out / "config.json",
                  "loss": out / "loss.json", "plot": out / "loss.png"},
