@@ -77,7 +77,7 @@ hippocampus-quick: install  ## MSD Hippocampus, 64 px, full masks: random, cores
 campaign-acdc: install  ## an annotation campaign on ACDC images through files (prep, pretrain, embed, select, export, simulated annotator, import-labels, train-seg, select, predict), each step timed into runs/campaign/times.txt (~15 min measured on a shared 2-core machine)
 	ACDC_DIR=$(ACDC_DIR) bash examples/acdc_campaign.sh
 
-ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at 128 px; the NT-Xent + patient + volume row's are acdc-quick's GCL encoders, linked where those are done; seed 0's took 35 min (NT-Xent only), 49 (volume), 61 (patient), 97 (patient + volume) and 92 (volume + slice; these two beside three other processes), measured 2 at a time; plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est.; seed 0 under way, 6 of its 10 encoders done)
+ablation: install  ## the paper's table 4 on ACDC: 11 loss combinations x 3 seeds, weak supervision, 2-5 % (30 GCL encoders of 5 epochs at 128 px; the NT-Xent + patient + volume row's are acdc-quick's GCL encoders, and its rounds and the pixel Coreset row's are acdc-quick weak's gcl-coreset and coreset rounds, linked where those are done (--reuse-encoders, --reuse-models); seed 0's took 35 min (NT-Xent only), 49 (volume), 61 (patient), 97 (patient + volume) and 92 (volume + slice; these two beside three other processes), measured 2 at a time; plus 132 DMPLS rounds of ~3.5 min: roughly a day on 2 CPU cores, est.; seed 0 under way, 6 of its 10 encoders done)
 	ACDC_DIR=$(ACDC_DIR) JOBS=$(JOBS) bash examples/ablation.sh
 
 clean:
