@@ -565,10 +565,12 @@ def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, 
     seeds, schedule and recipe) links every round's model from it; a chain whose rounds
     differ, a run with another recipe, and other CPU threads train their own."""
     first = tmp_path / "experiment"
-    run_loop(first, backend=ModelBackend(), jobs=1, **options(dataset, methods="random,coreset", seeds="0"))
+    run_loop(first, backend=ModelBackend(), jobs=1, warm_start=True,
+             **options(dataset, methods="random,coreset", seeds="0"))
     be = ModelBackend()
     second = tmp_path / "ablation"
-    run_loop(second, backend=be, jobs=1, reuse_models=str(first),
+    # warm starts: round 5 starts from round 2's model, linked here from the experiment's
+    run_loop(second, backend=be, jobs=1, reuse_models=str(first), warm_start=True,
              **options(dataset, methods="coreset,random+knn-prop", seeds="0", budgets="2,5"))
     trained = {c[1] for c in be.calls if c[0] == "train"}
     for budget in (2, 5):
@@ -583,12 +585,16 @@ def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, 
 
     for other, kw in (("batch", {"batch_size": 3}), ("iters", {"iterations": 8})):
         be = ModelBackend()
-        run_loop(tmp_path / other, backend=be, jobs=1, reuse_models=str(first),
+        run_loop(tmp_path / other, backend=be, jobs=1, reuse_models=str(first), warm_start=True,
                  **options(dataset, methods="coreset", seeds="0", budgets="2", **kw))
         assert [c[1] for c in be.calls if c[0] == "train"] == [str(tmp_path / other / "coreset/seed0/round2/model")]
+    be = ModelBackend()        # from scratch: round 2 (no warm start yet) is the same, round 5 is not
+    run_loop(tmp_path / "cold", backend=be, jobs=1, reuse_models=str(first),
+             **options(dataset, methods="coreset", seeds="0", budgets="2,5"))
+    assert [c[1] for c in be.calls if c[0] == "train"] == [str(tmp_path / "cold" / "coreset/seed0/round5/model")]
     used = json.loads((first / "coreset/seed0/round2/model/manifest.json").read_text())["args"]["threads"]
     be = ModelBackend()
-    run_loop(tmp_path / "threads", backend=be, jobs=1, reuse_models=str(first), threads=used + 1,
+    run_loop(tmp_path / "threads", backend=be, jobs=1, reuse_models=str(first), threads=used + 1, warm_start=True,
              **options(dataset, methods="coreset", seeds="0", budgets="2"))
     assert len([c for c in be.calls if c[0] == "train"]) == 1
     with pytest.raises(AlsegError, match="--reuse-models .*absent: no such directory"):

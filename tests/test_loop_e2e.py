@@ -101,7 +101,7 @@ def test_linked_rounds_equal_trained_ones(tmp_path, tiny_store):
     model (nothing trained), and its Dice equals a run that trains them itself."""
     torch.set_num_threads(1)
     kw = dict(dataset=str(tiny_store), methods="random", budgets="10,20", seeds="0", iterations=3,
-              base_channels=4, device="cpu", threads=1)
+              base_channels=4, device="cpu", threads=1, warm_start=True)   # as the quick preset
     first, linked, trained = tmp_path / "first", tmp_path / "linked", tmp_path / "trained"
     run_loop(first, **kw)
     run_loop(linked, reuse_models=str(first), **kw)

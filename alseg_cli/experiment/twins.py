@@ -43,9 +43,17 @@ def trains_on_selection(name: str, r: int) -> bool:
     return r == 0 or "knn-prop" not in modifiers(name)
 
 
+def _origin(model_dir) -> str:
+    """The model a model directory holds: the one it was linked from, else itself."""
+    return _read(Path(model_dir) / "manifest.json").get("reused_from") or str(Path(model_dir).resolve())
+
+
 def _fingerprint(call: Dict[str, Any]) -> Dict[str, Any]:
-    """What a training call's model depends on, with paths replaced by what they hold."""
+    """What a training call's model depends on, with paths replaced by what they hold (a warm
+    start's ``init`` by the model it holds, so chains that linked their earlier rounds agree)."""
     out = {k: v for k, v in call.items() if k not in ("dataset", "labels", "device")}
+    if out.get("init"):
+        out["init"] = _origin(out["init"])
     return {**out, "dataset": content_hash(call["dataset"]), "labels": _read(call["labels"]).get("labeled")}
 
 
