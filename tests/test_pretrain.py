@@ -10,8 +10,17 @@ from alseg_cli.data.augment import AugmentConfig, augment
 from alseg_cli.encoders import pretrain as pt
 from alseg_cli.errors import AlsegError
 
-torch.set_num_threads(1)   # the test machine's cores are shared; one thread is fastest here
 TINY = dict(split="val", size=16, seed=3, progress=False, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine's cores are shared (one thread is fastest here); other test modules set
+    their own count, so each test here sets its own."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_one_epoch_writes_encoder_dir(phantom_store, tmp_path):
