@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import zlib
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -560,7 +561,7 @@ def _linked_from(model: Path):
     return json.loads((Path(model) / "manifest.json").read_text()).get("reused_from")
 
 
-def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, dataset):
+def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, dataset, capsys):
     """--reuse-models: an ablation row that repeats an experiment's chain (same selections,
     seeds, schedule and recipe) links every round's model from it; a chain whose rounds
     differ, a run with another recipe, and other CPU threads train their own."""
@@ -570,8 +571,12 @@ def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, 
     be = ModelBackend()
     second = tmp_path / "ablation"
     # warm starts: round 5 starts from round 2's model, linked here from the experiment's
-    run_loop(second, backend=be, jobs=1, reuse_models=str(first), warm_start=True,
+    run_loop(second, backend=be, jobs=1, reuse_models=str(first), warm_start=True, progress=True,
              **options(dataset, methods="coreset,random+knn-prop", seeds="0", budgets="2,5"))
+    log = capsys.readouterr().err
+    summary = {m.group(1): line for line in log.splitlines() if (m := re.search(r"loop: (.+?): \d+/\d+ rounds", line))}
+    assert summary["coreset seed 0"].endswith(", 2 linked") and summary["random+knn-prop seed 0"].endswith(", 1 linked")
+    assert "round 2/2 Dice" in log and "(model linked)" in log
     trained = {c[1] for c in be.calls if c[0] == "train"}
     for budget in (2, 5):
         model = second / "coreset" / "seed0" / f"round{budget}" / "model"

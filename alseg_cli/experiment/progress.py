@@ -26,7 +26,7 @@ def _fmt(seconds: float) -> str:
 
 def chain_status(cfg: Dict, run_dir: Path, method: str, seed: int) -> Dict:
     """Steps and rounds done so far for one chain, and its latest mean Dice."""
-    done_steps, rounds, dice, last, collapsed = 0, 0, None, None, 0
+    done_steps, rounds, dice, last, collapsed, linked, last_linked = 0, 0, None, None, 0, 0, False
     for pct in cfg["budgets"]:
         rd = layout.round_dir(run_dir, method, seed, pct)
         for step in ("select", "train", "evaluate"):
@@ -37,8 +37,12 @@ def chain_status(cfg: Dict, run_dir: Path, method: str, seed: int) -> Dict:
             dice = rec.get("mean_dice", dice)
             last = rec.get("degenerate")
             collapsed += bool(last)
-    # last: why the latest round's model is degenerate (or None); collapsed: how many rounds were
-    return {"steps": done_steps, "rounds": rounds, "dice": dice, "last_degenerate": last, "collapsed": collapsed}
+            last_linked = bool((layout.read_marker(rd, "train") or {}).get("reused_from"))
+            linked += last_linked
+    # last: why the latest round's model is degenerate (or None); collapsed: how many rounds were;
+    # linked: how many rounds' models were linked from another round's (twins.py), not trained
+    return {"steps": done_steps, "rounds": rounds, "dice": dice, "last_degenerate": last, "collapsed": collapsed,
+            "linked": linked, "last_linked": last_linked}
 
 
 class LoopProgress:
@@ -97,7 +101,7 @@ class LoopProgress:
         for method, seed, st in rows:
             if not first and st["rounds"] > self._rounds.get((method, seed), 0):
                 self.note(f"{method} seed {seed} round {st['rounds']}/{len(self.cfg['budgets'])} "
-                          f"Dice {self._dice(st)}  ({caption})")
+                          f"Dice {self._dice(st)}{' (model linked)' if st['last_linked'] else ''}  ({caption})")
             self._rounds[(method, seed)] = st["rounds"]
 
     def stop(self):
@@ -108,7 +112,8 @@ class LoopProgress:
         if not self.reporter.live:          # the final summary, one line per chain
             rows, caption = self.status()
             for method, seed, st in rows:
-                flag = f", {st['collapsed']} collapsed round(s)" if st["collapsed"] else ""
+                flag = (f", {st['collapsed']} collapsed round(s)" if st["collapsed"] else "") + \
+                       (f", {st['linked']} linked" if st["linked"] else "")
                 self.reporter.note(f"loop: {method} seed {seed}: {st['rounds']}/{len(self.cfg['budgets'])} "
                                    f"rounds, last Dice {self._dice(st)}{flag}")
             self.reporter.note(f"loop: {caption}")
