@@ -597,6 +597,13 @@ def test_rounds_of_another_run_with_the_same_training_call_are_linked(tmp_path, 
     run_loop(tmp_path / "cold", backend=be, jobs=1, reuse_models=str(first),
              **options(dataset, methods="coreset", seeds="0", budgets="2,5"))
     assert [c[1] for c in be.calls if c[0] == "train"] == [str(tmp_path / "cold" / "coreset/seed0/round5/model")]
+    campaign = tmp_path / "campaign"           # the same rounds, but labels from an annotator
+    shutil.copytree(first, campaign)
+    write_json(campaign / "config.json", {**json.loads((first / "config.json").read_text()), "human": True}, force=True)
+    be = ModelBackend()
+    run_loop(tmp_path / "not-from-a-campaign", backend=be, jobs=1, reuse_models=str(campaign), warm_start=True,
+             **options(dataset, methods="coreset", seeds="0", budgets="2"))
+    assert len([c for c in be.calls if c[0] == "train"]) == 1
     used = json.loads((first / "coreset/seed0/round2/model/manifest.json").read_text())["args"]["threads"]
     be = ModelBackend()
     run_loop(tmp_path / "threads", backend=be, jobs=1, reuse_models=str(first), threads=used + 1, warm_start=True,

@@ -67,12 +67,13 @@ def where_trained(device: str) -> Tuple[str, Optional[int]]:
 
 
 def _runs(cfg: Dict[str, Any], run_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
-    """This run, then the ``reuse_models`` runs, each with its resolved settings."""
+    """This run, then the ``reuse_models`` runs, each with its resolved settings. A campaign's
+    run (``human``) is never one: its models trained on what the annotator painted."""
     yield run_dir, cfg
     for other in cfg.get("reuse_models") or []:
         other = Path(other)
         settings = _read(other / "config.json")
-        if settings and other.resolve() != run_dir.resolve():
+        if settings and not settings.get("human") and other.resolve() != run_dir.resolve():
             yield other, {**DEFAULTS, **settings}
 
 
