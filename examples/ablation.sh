@@ -2,7 +2,8 @@
 # The paper's ablation (table 4) on ACDC at the quick settings (`make ablation`):
 # examples/ablation.toml's 11 rows (Coreset on pixels, then Coreset on encoders trained with
 # each loss combination), weak supervision, 2-5 %, 3 seeds; the table's "mean" column is the
-# paper's mDICE. Resumable: rerunning skips finished steps.
+# paper's mDICE, and each row's paired differences against NT-Xent only go to compare.md.
+# Resumable: rerunning skips finished steps.
 #   ACDC_DIR=...  OUT=runs/acdc  JOBS=N  THREADS=1  SEEDS=0,1,2
 set -euo pipefail
 SIZE=128
@@ -13,5 +14,6 @@ RUN="$OUT/ablation"
 REUSE=$(existing_runs "$OUT/quick-full" "$OUT/quick-scribble" "$OUT/semi")
 $ALSEG loop -o "$RUN" --config examples/ablation.toml --dataset "$DATA" --device cpu --jobs "$JOBS" \
   --threads "$THREADS" ${REUSE:+--reuse-encoders "$REUSE" --reuse-models "$REUSE"} ${SEEDS:+--seeds "$SEEDS"} > "$RUN.loop.json"
-$ALSEG bootstrap "$RUN" -o "$RUN-table" --force > "$RUN.bootstrap.json"
-echo "ablation: table $RUN-table/table.md (the mean column is table 4's mDICE)" >&2
+$ALSEG bootstrap "$RUN" -o "$RUN-table" --compare ntxent --force > "$RUN.bootstrap.json"
+echo "ablation: table $RUN-table/table.md (the mean column is table 4's mDICE), paired differences" \
+  "against NT-Xent only $RUN-table/compare.md" >&2

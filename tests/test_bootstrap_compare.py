@@ -72,10 +72,23 @@ def test_report_files_and_cli(tmp_path):
     want = paired_difference(a, b, n_boot=300, seed=2)
     got = next(r for r in comp["rows"] if r["other"] == "coreset" and r["budget"] == 2.0)
     assert got["low"] == pytest.approx(want["low"]) and got["high"] == pytest.approx(want["high"])
+    # the mean over budgets (table 4's mDICE): seed means per volume, averaged over 2 and 5 %, paired
+    seed_mean = {(m, bud): np.mean([data[m][bud][s] for s in (0, 1)], axis=0) for m in data for bud in (2, 5)}
+    want = paired_difference(np.stack([seed_mean[("gcl-coreset", 2)], seed_mean[("gcl-coreset", 5)]]),
+                             np.stack([seed_mean[("random", 2)], seed_mean[("random", 5)]]), n_boot=300, seed=2)
+    mean = next(r for r in comp["means"] if r["other"] == "random")
+    assert [mean[k] for k in ("difference", "low", "high", "ahead")] == pytest.approx(
+        [want[k] for k in ("difference", "low", "high", "ahead")], abs=1e-12)
+    table_means = {r["method"]: r["mean"] for r in m["table"]["means"]}
+    assert mean["difference"] == pytest.approx(table_means["gcl-coreset"] - table_means["random"], abs=1e-12)
+    assert mean["per_seed"][0] == pytest.approx(np.mean([np.mean(data["gcl-coreset"][bud][0]) - np.mean(data["random"][bud][0])
+                                                         for bud in (2, 5)]))
     out = run / "bootstrap"
-    assert "+20.0 [+20.0, +20.0] (100 %)" in (out / "compare.md").read_text(encoding="utf-8")
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "+20.0 [+20.0, +20.0] (100 %)" in md and "| vs | 2% | 5% | mean |" in md
     with open(out / "compare.csv", encoding="utf-8") as fh:
-        assert len(list(csv.DictReader(fh))) == 4
+        rows = list(csv.DictReader(fh))
+        assert len(rows) == 6 and sorted(r["budget_percent"] for r in rows)[-2:] == ["mean", "mean"]
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "compare.json").read_text())["method"] == "gcl-coreset"
     with pytest.raises(AlsegError, match="no such method"):
@@ -84,6 +97,20 @@ def test_report_files_and_cli(tmp_path):
                         "--force", "--no-plot", "--n-boot", "100"], capture_output=True, encoding="utf-8")
     assert r.returncode == 0, r.stderr
     assert "gcl-coreset − other" in r.stderr and json.loads(r.stdout)["compare"]["method"] == "gcl-coreset"
+    assert "mean" in r.stderr.split("gcl-coreset − other")[1]
     bad = subprocess.run([sys.executable, "-m", "alseg_cli", "bootstrap", str(run), "--compare", "nope",
                           "--force"], capture_output=True, encoding="utf-8")
     assert bad.returncode != 0 and "no such method" in bad.stderr and bad.stderr.strip().count("\n") == 0
+
+
+def test_mean_column_only_over_the_same_budgets(tmp_path):
+    """A method without every budget of METHOD gets no mean difference (its mean would be over
+    other budgets); its per-budget differences stay."""
+    rng = np.random.default_rng(4)
+    data = {m: {b: {0: list(rng.uniform(0.4, 0.7, 5))} for b in (2, 5)} for m in ("ntxent", "volume")}
+    data["patient"] = {2: {0: list(rng.uniform(0.4, 0.7, 5))}}
+    run = tmp_path / "run"
+    fake_run(run, data)
+    comp = bootstrap_report(run, n_boot=50, compare="ntxent", plot_png=False)["compare"]
+    assert [r["other"] for r in comp["means"]] == ["volume"] and comp["means"][0]["budgets"] == [2.0, 5.0]
+    assert {(r["other"], r["budget"]) for r in comp["rows"]} == {("patient", 2.0), ("volume", 2.0), ("volume", 5.0)}

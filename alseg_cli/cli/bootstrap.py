@@ -64,10 +64,11 @@ def command(
 
 def _grid(title, first, labels, budgets, rows, key, cell, caption=None):
     """A labels x budgets Rich table; ``cell(row)`` renders a row found at (label, budget)."""
+    from ..metrics.compare import column_name
     t = Table(title=title, caption=caption)
     t.add_column(first)
     for b in budgets:
-        t.add_column(f"{b:g}%", justify="right")
+        t.add_column(column_name(b), justify="right")
     found = {(r[key], r["budget"]): r for r in rows}
     for label in labels:
         # labels and cells are text: "coreset [run-a]" must not read as Rich markup
@@ -87,9 +88,11 @@ def rich_noise(noise):
 
 def rich_compare(comp):
     """METHOD − other per budget: difference [95 % interval] and the share of resamples it leads."""
+    means = comp.get("means") or []
     return _grid(f"{comp['method']} − other: paired difference [95 % interval] (share ahead)", "vs",
-                 comp["others"], comp["budgets"], comp["rows"], "other",
-                 lambda r: escape(f"{r['text']} ({100 * r['ahead']:.0f}%)"))
+                 comp["others"], comp["budgets"] + (["mean"] if means else []), comp["rows"] + means, "other",
+                 lambda r: escape(f"{r['text']} ({100 * r['ahead']:.0f}%)"),
+                 caption="mean: over the budgets per test volume, then paired" if means else None)
 
 
 def rich_table(table):

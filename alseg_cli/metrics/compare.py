@@ -68,8 +68,34 @@ def compare_table(cells: Dict, method: str, n_boot: int = 1000, seed: int = 0, l
                      "text": f"{scale * r['difference']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}]"})
     if not rows:
         raise AlsegError(f"--compare {method!r}: no other method shares a budget with it")
-    return {"method": method, "rows": rows, "others": sorted({r["other"] for r in rows}),
+    others = sorted({r["other"] for r in rows})
+    means = [m for m in (_mean_row(cells, method, other, n_boot, seed, lower_better, scale) for other in others) if m]
+    return {"method": method, "rows": rows, "means": means, "others": others,
             "budgets": sorted({r["budget"] for r in rows}), "scale": scale, "lower_better": lower_better}
+
+
+def _seed_mean(by_seed: Dict) -> np.ndarray:
+    """A cell's score per test unit, averaged over its seeds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack([by_seed[s]["scores"] for s in sorted(by_seed)]), axis=0)
+
+
+def _mean_row(cells: Dict, method: str, other: str, n_boot: int, seed: int, lower_better: bool, scale: float):
+    """The difference of the mean over budgets (the paper's table 4 mDICE): per test unit, each
+    method's seed-averaged score averaged over the budgets, then paired as a budget is; only
+    for a method that has every budget ``method`` has (else the means are over other budgets)."""
+    budgets = sorted(b for (label, b) in cells if label == method)
+    if any((other, b) not in cells for b in budgets):
+        return None
+    a = np.stack([_seed_mean(cells[(method, b)]) for b in budgets])
+    b_ = np.stack([_seed_mean(cells[(other, b)]) for b in budgets])
+    r = paired_difference(a, b_, n_boot=n_boot, seed=seed, lower_better=lower_better)
+    common = sorted(set.intersection(*(set(cells[(lab, b)]) for lab in (method, other) for b in budgets)))
+    per_seed = {s: float(np.mean([np.nanmean(cells[(method, b)][s]["scores"]) - np.nanmean(cells[(other, b)][s]["scores"])
+                                  for b in budgets])) for s in common}
+    return {"method": method, "other": other, "budget": "mean", "budgets": budgets, **r, "per_seed": per_seed,
+            "text": f"{scale * r['difference']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}]"}
 
 
 def _names(by_seed: Dict) -> List[str]:
@@ -80,14 +106,21 @@ def _names(by_seed: Dict) -> List[str]:
 def compare_markdown(comp: Dict[str, Any], metric_name: str) -> str:
     head = (f"{comp['method']} − other, {metric_name}: mean difference [95 % interval over paired "
             f"resamples of the test volumes]; ahead = share of resamples where {comp['method']} is better\n\n")
-    lines = ["| vs | " + " | ".join(f"{b:g}%" for b in comp["budgets"]) + " |",
-             "|---|" + "---|" * len(comp["budgets"])]
-    cell = {(r["other"], r["budget"]): r for r in comp["rows"]}
+    columns = comp["budgets"] + (["mean"] if comp.get("means") else [])
+    lines = ["| vs | " + " | ".join(column_name(b) for b in columns) + " |", "|---|" + "---|" * len(columns)]
+    cell = {(r["other"], r["budget"]): r for r in comp["rows"] + comp.get("means", [])}
     for other in comp["others"]:
         row = [f"{cell[(other, b)]['text']} ({100 * cell[(other, b)]['ahead']:.0f} %)" if (other, b) in cell else ""
-               for b in comp["budgets"]]
+               for b in columns]
         lines.append(f"| {other} | " + " | ".join(row) + " |")
-    return head + "\n".join(lines) + "\n"
+    note = ("\nmean: over the budgets, per test volume, then paired (the paper's mDICE).\n"
+            if comp.get("means") else "")
+    return head + "\n".join(lines) + "\n" + note
+
+
+def column_name(budget) -> str:
+    """'5%' for a budget, 'mean' for the mean over budgets."""
+    return f"{budget:g}%" if isinstance(budget, (int, float)) else str(budget)
 
 
 def write_compare_csv(comp: Dict[str, Any], path) -> None:
@@ -96,10 +129,11 @@ def write_compare_csv(comp: Dict[str, Any], path) -> None:
         w = csv.writer(fh)
         w.writerow(["method", "other", "budget_percent", "difference", "low_95", "high_95", "ahead",
                     "units", "seeds", "other_seeds", "per_seed_differences"])
-        for r in comp["rows"]:
-            w.writerow([r["method"], r["other"], f"{r['budget']:g}", f"{r['difference']:.6f}", f"{r['low']:.6f}",
-                        f"{r['high']:.6f}", f"{r['ahead']:.4f}", r["units"], " ".join(map(str, r["seeds"])),
-                        " ".join(map(str, r["other_seeds"])),
+        for r in comp["rows"] + comp.get("means", []):
+            w.writerow([r["method"], r["other"], column_name(r["budget"]).rstrip("%"), f"{r['difference']:.6f}",
+                        f"{r['low']:.6f}", f"{r['high']:.6f}", f"{r['ahead']:.4f}", r["units"],
+                        " ".join(map(str, r.get("seeds", r["per_seed"]))),
+                        " ".join(map(str, r.get("other_seeds", r["per_seed"]))),
                         " ".join(f"{s}:{v:.6f}" for s, v in r["per_seed"].items())])
 
 
