@@ -64,8 +64,7 @@ def compare_table(cells: Dict, method: str, n_boot: int = 1000, seed: int = 0, l
         common = sorted(set(mine) & set(other))
         per_seed = {s: float(np.nanmean(mine[s]["scores"]) - np.nanmean(other[s]["scores"])) for s in common}
         rows.append({"method": method, "other": label, "budget": budget, **r,
-                     "seeds": sorted(mine), "other_seeds": sorted(other), "per_seed": per_seed,
-                     "text": f"{scale * r['difference']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}]"})
+                     "seeds": sorted(mine), "other_seeds": sorted(other), "per_seed": per_seed, "text": _text(r, scale)})
     if not rows:
         raise AlsegError(f"--compare {method!r}: no other method shares a budget with it")
     others = sorted({r["other"] for r in rows})
@@ -91,11 +90,15 @@ def _mean_row(cells: Dict, method: str, other: str, n_boot: int, seed: int, lowe
     a = np.stack([_seed_mean(cells[(method, b)]) for b in budgets])
     b_ = np.stack([_seed_mean(cells[(other, b)]) for b in budgets])
     r = paired_difference(a, b_, n_boot=n_boot, seed=seed, lower_better=lower_better)
-    common = sorted(set.intersection(*(set(cells[(lab, b)]) for lab in (method, other) for b in budgets)))
+    seeds = {lab: sorted(set.intersection(*(set(cells[(lab, b)]) for b in budgets))) for lab in (method, other)}
     per_seed = {s: float(np.mean([np.nanmean(cells[(method, b)][s]["scores"]) - np.nanmean(cells[(other, b)][s]["scores"])
-                                  for b in budgets])) for s in common}
-    return {"method": method, "other": other, "budget": "mean", "budgets": budgets, **r, "per_seed": per_seed,
-            "text": f"{scale * r['difference']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}]"}
+                                  for b in budgets])) for s in sorted(set(seeds[method]) & set(seeds[other]))}
+    return {"method": method, "other": other, "budget": "mean", "budgets": budgets, **r, "seeds": seeds[method],
+            "other_seeds": seeds[other], "per_seed": per_seed, "text": _text(r, scale)}
+
+
+def _text(r: Dict[str, float], scale: float) -> str:
+    return f"{scale * r['difference']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}]"
 
 
 def _names(by_seed: Dict) -> List[str]:
@@ -132,8 +135,7 @@ def write_compare_csv(comp: Dict[str, Any], path) -> None:
         for r in comp["rows"] + comp.get("means", []):
             w.writerow([r["method"], r["other"], column_name(r["budget"]).rstrip("%"), f"{r['difference']:.6f}",
                         f"{r['low']:.6f}", f"{r['high']:.6f}", f"{r['ahead']:.4f}", r["units"],
-                        " ".join(map(str, r.get("seeds", r["per_seed"]))),
-                        " ".join(map(str, r.get("other_seeds", r["per_seed"]))),
+                        " ".join(map(str, r["seeds"])), " ".join(map(str, r["other_seeds"])),
                         " ".join(f"{s}:{v:.6f}" for s, v in r["per_seed"].items())])
 
 

@@ -38,7 +38,8 @@ def stage_times(*run_dirs) -> Dict[str, Any]:
     for run_dir in map(Path, run_dirs):
         _collect(run_dir, once, cells)
     rounds = [{"method": m, "budget": b, "linked": c["linked"],
-               "runs": max(len(c["select"]), len(c["train"]) + c["linked"], len(c["evaluate"])), **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
+               "runs": max(len(c["select"]), len(c["train"]) + c["linked"], len(c["evaluate"])),
+               **{s: (mean(c[s]) if c[s] else None) for s in ROUND_STAGES}}
               for (m, b), c in sorted(cells.items())]
     return {"once": once, "rounds": rounds}
 
