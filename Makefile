@@ -19,7 +19,7 @@ $(BIN)/alseg: pyproject.toml
 	$(BIN)/pip install -q -e ".[test,ray]"
 	touch $(BIN)/alseg
 
-test: install  ## the default test suite (~6 min on 2 idle cores for 407 tests, measured; 413 took 46 min niced beside three loop processes, measured; 414 now)
+test: install  ## the default test suite (~6 min on 2 idle cores for 407 tests, measured; 414 took 32 min niced beside three loop processes, measured)
 	PYTHONUTF8=1 $(BIN)/python -m pytest -q
 
 test-all: install  ## every test, slow ones included

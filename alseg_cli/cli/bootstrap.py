@@ -64,11 +64,10 @@ def command(
 
 def _grid(title, first, labels, budgets, rows, key, cell, caption=None):
     """A labels x budgets Rich table; ``cell(row)`` renders a row found at (label, budget)."""
-    from ..metrics.compare import column_name
     t = Table(title=title, caption=caption)
     t.add_column(first)
-    for b in budgets:
-        t.add_column(column_name(b), justify="right")
+    for b in budgets:       # a budget (5 -> "5%"), or "mean" (the mean over budgets)
+        t.add_column(f"{b:g}%" if isinstance(b, (int, float)) else str(b), justify="right")
     found = {(r[key], r["budget"]): r for r in rows}
     for label in labels:
         # labels and cells are text: "coreset [run-a]" must not read as Rich markup
