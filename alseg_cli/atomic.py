@@ -180,6 +180,14 @@ def write_json(path: PathLike, obj, force: bool = True) -> Path:
     return Path(path)
 
 
+def read_json_or_empty(path: PathLike) -> dict:
+    """A JSON record that may be absent or unreadable (another run's, a marker): {} then."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def replace_json(path: PathLike, obj) -> Path:
     """Write JSON by temporary file + rename, without the output lock: for a file that several
     writers may write at once with the same content (the last rename wins, nothing is torn)."""

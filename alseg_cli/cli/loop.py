@@ -50,8 +50,8 @@ def command(
                                                  "matter); its manifest says reused_from."),
     reuse_models: Optional[str] = typer.Option(None, "--reuse-models", help="Comma list of other run dirs: a "
                                                "round whose training call (dataset content, labelled "
-                                               "slices, seed, schedule, recipe, device and threads) "
-                                               "equals a finished round's there links that model instead "
+                                               "slices, seed, schedule, recipe, warm start, device and "
+                                               "threads) equals a finished round's there links that model instead "
                                                "of training it (rounds of this run are always looked "
                                                "at); its manifest says reused_from."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Fixed training iterations per round "

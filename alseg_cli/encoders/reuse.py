@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from ..atomic import atomic_path, link_or_copy
+from ..atomic import atomic_path, link_or_copy, read_json_or_empty
 from ..manifest import content_hash, load_manifest, relocated, save_manifest
 from ..store import DatasetStore
 from .pretrain import CONFIG_KEYS, pretrain_settings
@@ -45,10 +45,7 @@ def find_trained(roots: Iterable[os.PathLike], dataset, epochs: Optional[int] = 
     want, sha = _settings(want), content_hash(dataset)
     for root in roots:
         for path in _candidates(root):
-            try:
-                m = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
+            m = read_json_or_empty(path)
             if (m.get("kind") == "encoder" and m.get("epochs_done") == epochs
                     and ((m.get("inputs") or {}).get("dataset") or {}).get("sha256") == sha
                     and _settings(m.get("config") or {}) == want

@@ -15,12 +15,11 @@ two runs is not seen (as for ``reuse_encoders``).
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from ..atomic import atomic_path, link_or_copy
+from ..atomic import atomic_path, link_or_copy, read_json_or_empty
 from ..errors import AlsegError
 from ..manifest import content_hash, load_manifest, relocated, save_manifest
 from . import steps as layout
@@ -31,13 +30,6 @@ from .config import DEFAULTS, round_budgets, round_name
 CallOf = Callable[[Dict[str, Any], Path, str, int, int], Dict[str, Any]]
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def trains_on_selection(name: str, r: int) -> bool:
     """Does round r of this chain train on its selection alone (not on propagated labels)?"""
     return r == 0 or "knn-prop" not in modifiers(name)
@@ -45,7 +37,8 @@ def trains_on_selection(name: str, r: int) -> bool:
 
 def _origin(model_dir) -> str:
     """The model a model directory holds: the one it was linked from, else itself."""
-    return _read(Path(model_dir) / "manifest.json").get("reused_from") or str(Path(model_dir).resolve())
+    manifest = read_json_or_empty(Path(model_dir) / "manifest.json")
+    return manifest.get("reused_from") or str(Path(model_dir).resolve())
 
 
 def _fingerprint(call: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,7 +47,8 @@ def _fingerprint(call: Dict[str, Any]) -> Dict[str, Any]:
     out = {k: v for k, v in call.items() if k not in ("dataset", "labels", "device")}
     if out.get("init"):
         out["init"] = _origin(out["init"])
-    return {**out, "dataset": content_hash(call["dataset"]), "labels": _read(call["labels"]).get("labeled")}
+    labels = read_json_or_empty(call["labels"]).get("labeled")
+    return {**out, "dataset": content_hash(call["dataset"]), "labels": labels}
 
 
 def where_trained(device: str) -> Tuple[str, Optional[int]]:
@@ -72,22 +66,24 @@ def _runs(cfg: Dict[str, Any], run_dir: Path) -> Iterator[Tuple[Path, Dict[str, 
     yield run_dir, cfg
     for other in cfg.get("reuse_models") or []:
         other = Path(other)
-        settings = _read(other / "config.json")
+        settings = read_json_or_empty(other / "config.json")
         if settings and not settings.get("human") and other.resolve() != run_dir.resolve():
             yield other, {**DEFAULTS, **settings}
 
 
-def _finished_rounds(cfg: Dict[str, Any], root: Path, seed: int, name_of_round: str) -> Iterator[Tuple[str, int, Path]]:
-    """(chain, round index, round dir) of the run's chains whose round ``name_of_round`` of the seed
-    has a trained model."""
+def _finished_rounds(cfg: Dict[str, Any], root: Path, seed: int,
+                     name_of_round: str) -> Iterator[Tuple[str, int, Path, dict]]:
+    """(chain, round index, round dir, model manifest) of the run's chains whose round
+    ``name_of_round`` of the seed has a trained model."""
     try:
         index = [round_name(b) for b in round_budgets(cfg)].index(name_of_round)
     except (ValueError, KeyError, TypeError, AlsegError):
         return
     for chain in sorted(root.glob(f"*/seed{seed}/{name_of_round}")):
         name = chain.parent.parent.name
-        if layout.is_done(chain, "train") and _read(chain / "model" / "manifest.json").get("kind") == "model":
-            yield name, index, chain
+        manifest = read_json_or_empty(chain / "model" / "manifest.json") if layout.is_done(chain, "train") else {}
+        if manifest.get("kind") == "model":
+            yield name, index, chain, manifest
 
 
 def trained_twin(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int, r: int, call: Dict[str, Any],
@@ -96,17 +92,17 @@ def trained_twin(cfg: Dict[str, Any], run_dir: Path, name: str, seed: int, r: in
     made the same training call as round r of chain ``name`` would; None if there is none."""
     run_dir = Path(run_dir)
     rd = Path(call["labels"]).parent
-    labelled = _read(call["labels"]).get("labeled")
+    labelled = read_json_or_empty(call["labels"]).get("labeled")
     if labelled is None or not trains_on_selection(name, r):
         return None
     want, here = None, where_trained(call["device"])
     for root, settings in _runs(cfg, run_dir):
-        for other, index, other_rd in _finished_rounds(settings, root, seed, rd.name):
+        for other, index, other_rd, manifest in _finished_rounds(settings, root, seed, rd.name):
             if other_rd.resolve() == rd.resolve() or not trains_on_selection(other, index):
                 continue
-            if _read(other_rd / "selection.json").get("labeled") != labelled:
+            if read_json_or_empty(other_rd / "selection.json").get("labeled") != labelled:
                 continue                                  # the cheap test first
-            args = _read(other_rd / "model" / "manifest.json").get("args") or {}
+            args = manifest.get("args") or {}
             if (args.get("device"), args.get("threads")) != here:
                 continue
             try:

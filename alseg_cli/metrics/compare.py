@@ -64,7 +64,8 @@ def compare_table(cells: Dict, method: str, n_boot: int = 1000, seed: int = 0, l
         common = sorted(set(mine) & set(other))
         per_seed = {s: float(np.nanmean(mine[s]["scores"]) - np.nanmean(other[s]["scores"])) for s in common}
         rows.append({"method": method, "other": label, "budget": budget, **r,
-                     "seeds": sorted(mine), "other_seeds": sorted(other), "per_seed": per_seed, "text": _text(r, scale)})
+                     "seeds": sorted(mine), "other_seeds": sorted(other), "per_seed": per_seed,
+                     "text": _text(r, scale)})
     if not rows:
         raise AlsegError(f"--compare {method!r}: no other method shares a budget with it")
     others = sorted({r["other"] for r in rows})
@@ -87,12 +88,14 @@ def _mean_row(cells: Dict, method: str, other: str, n_boot: int, seed: int, lowe
     budgets = sorted(b for (label, b) in cells if label == method)
     if any((other, b) not in cells for b in budgets):
         return None
-    a = np.stack([_seed_mean(cells[(method, b)]) for b in budgets])
-    b_ = np.stack([_seed_mean(cells[(other, b)]) for b in budgets])
-    r = paired_difference(a, b_, n_boot=n_boot, seed=seed, lower_better=lower_better)
+    mine, theirs = (np.stack([_seed_mean(cells[(lab, b)]) for b in budgets]) for lab in (method, other))
+    r = paired_difference(mine, theirs, n_boot=n_boot, seed=seed, lower_better=lower_better)
     seeds = {lab: sorted(set.intersection(*(set(cells[(lab, b)]) for b in budgets))) for lab in (method, other)}
-    per_seed = {s: float(np.mean([np.nanmean(cells[(method, b)][s]["scores"]) - np.nanmean(cells[(other, b)][s]["scores"])
-                                  for b in budgets])) for s in sorted(set(seeds[method]) & set(seeds[other]))}
+
+    def over_budgets(lab, s):          # seed s's mean score, averaged over the budgets
+        return np.mean([np.nanmean(cells[(lab, bud)][s]["scores"]) for bud in budgets])
+    per_seed = {s: float(over_budgets(method, s) - over_budgets(other, s))
+                for s in sorted(set(seeds[method]) & set(seeds[other]))}
     return {"method": method, "other": other, "budget": "mean", "budgets": budgets, **r, "seeds": seeds[method],
             "other_seeds": seeds[other], "per_seed": per_seed, "text": _text(r, scale)}
 

@@ -9,20 +9,14 @@ counted beside it.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from statistics import mean
 from typing import Any, Dict, List
 
+from ..atomic import read_json_or_empty
+
 ROUND_STAGES = ("select", "train", "evaluate")
-
-
-def _marker(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _seconds(marker: dict):
@@ -52,7 +46,7 @@ def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str,
                 for m in sorted((run_dir / "encoders").glob("*/.done/*.json"))]
     markers += [("embed", "", m) for m in sorted((run_dir / "embeddings" / ".done").glob("*.json"))]
     for kind, key, path in markers:
-        marker = _marker(path)
+        marker = read_json_or_empty(path)
         sec = _seconds(marker)
         if sec is None:
             continue
@@ -64,7 +58,7 @@ def _collect(run_dir: Path, once: Dict[str, float], cells: Dict[tuple, Dict[str,
             continue
         key = (rd.parent.parent.name, float(match.group(1)))
         for stage in ROUND_STAGES:
-            marker = _marker(rd / ".done" / f"{stage}.json")
+            marker = read_json_or_empty(rd / ".done" / f"{stage}.json")
             sec = _seconds(marker)
             if sec is None:
                 continue
